@@ -1,0 +1,54 @@
+"""PNG files, one folder per input image: `<save_dir>/<image>/<panel>.png`.
+
+Unlike MMEngine's LocalVisBackend (`vis_image/<name>_<step>.png`, which cannot write
+names holding a `/`), panel names such as `featmap/decode_head` become sub-folders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+from mmengine.registry import VISBACKENDS
+from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
+
+
+@VISBACKENDS.register_module()
+class FeatvisLocalVisBackend(BaseVisBackend):
+    def __init__(self, save_dir: str) -> None:
+        super().__init__(save_dir)
+        self._root = Path(save_dir)
+
+    @property  # type: ignore[misc]
+    @force_init_env
+    def experiment(self) -> "FeatvisLocalVisBackend":
+        return self
+
+    def _init_env(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    @force_init_env
+    def add_config(self, config: Any, **kwargs: Any) -> None:
+        text = config.pretty_text if hasattr(config, "pretty_text") else str(config)
+        (self._root / "config.py").write_text(text)
+
+    @force_init_env
+    def add_image(self, name: str, image: np.ndarray, step: int = 0,
+                  image_id: Optional[str] = None, **kwargs: Any) -> None:
+        path = self._root / (image_id or f"{step:05d}") / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write {path}")
+
+    @force_init_env
+    def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
+        self.add_scalars({name: value}, step)
+
+    @force_init_env
+    def add_scalars(self, scalar_dict: dict, step: int = 0, file_path: Optional[str] = None,
+                    **kwargs: Any) -> None:
+        with open(self._root / "scalars.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **scalar_dict}) + "\n")

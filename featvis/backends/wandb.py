@@ -1,0 +1,136 @@
+"""Weights & Biases, offline unless an API key is configured; never prompts, never hangs.
+
+Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
+- the mode is passed to `wandb.init` explicitly (`WANDB_*` variables are read once per
+  process): `auto` means online with an API key, offline without one;
+- every run is finished in `close()`, so each job of a multirun gets its own run
+  (under Hydra's basic launcher all jobs share a process, and a second `wandb.init`
+  while a run is open would return the old run);
+- `step` is honoured and all panels of one image go into one `log` call, one history
+  row per image; images carry captions;
+- the run is named, grouped and configured from the Hydra job (see featvis.job).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+from urllib.parse import urlparse
+
+import numpy as np
+from mmengine.registry import VISBACKENDS
+from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
+
+from featvis.backends.run_info import RunAwareBackend, RunInfo
+from featvis.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "https://api.wandb.ai"
+
+
+def api_key_configured() -> bool:
+    """True when wandb would find an API key: WANDB_API_KEY or a ~/.netrc entry for the host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)).hostname or ""
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    """`auto` -> WANDB_MODE if the user set it, else online with an API key, offline without."""
+    if mode == "auto":
+        env = os.environ.get("WANDB_MODE")
+        if env in ("online", "offline", "disabled"):
+            return env
+        return "online" if api_key_configured() else "offline"
+    if mode == "online" and not api_key_configured():
+        raise ConfigError("wandb.mode=online but no W&B API key is configured: run `wandb login`, "
+                          "set WANDB_API_KEY, or use wandb.mode=offline")
+    return mode
+
+
+@VISBACKENDS.register_module()
+class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
+    def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None, project: str = "featvis",
+                 entity: Optional[str] = None, mode: str = "auto", group: Optional[str] = None,
+                 init_timeout: float = 30.0) -> None:
+        super().__init__(save_dir)
+        self.run_info = run_info or RunInfo(name="featvis", job_type="default", group=None)
+        self.project, self.entity, self.group = project, entity, group or self.run_info.group
+        self.mode = resolve_mode(mode)  # fails here, before any work, on online without a key
+        self.init_timeout = init_timeout
+        self._run: Any = None
+        self._pending: Dict[str, Any] = {}
+        self._pending_step: Optional[int] = None
+
+    @property  # type: ignore[misc]
+    @force_init_env
+    def experiment(self) -> Any:
+        return self._run
+
+    def _init_env(self) -> None:
+        Path(self._save_dir).mkdir(parents=True, exist_ok=True)
+        self._run = self._init(self.mode)
+
+    def _init(self, mode: str) -> Any:
+        import wandb
+
+        settings = wandb.Settings(init_timeout=self.init_timeout, silent=True, console="off",
+                                  x_disable_stats=True, save_code=False, disable_git=True)
+        kwargs = dict(dir=self._save_dir, project=self.project, entity=self.entity, group=self.group,
+                      job_type=self.run_info.job_type, name=self.run_info.name,
+                      config=self.run_info.config, settings=settings, reinit="finish_previous")
+        try:
+            return wandb.init(mode=mode, **kwargs)
+        except Exception as err:  # no network, wrong key, server down: never lose the job
+            if mode != "online":
+                raise
+            log.warning("W&B online init failed (%s); logging offline instead. Upload later with: "
+                        "wandb sync %s", str(err).splitlines()[0] if str(err) else type(err).__name__,
+                        self._save_dir)
+            return wandb.init(mode="offline", **kwargs)
+
+    @force_init_env
+    def add_image(self, name: str, image: np.ndarray, step: int = 0, caption: Optional[str] = None,
+                  **kwargs: Any) -> None:
+        import wandb
+
+        self._stage(name, wandb.Image(image, caption=caption), step)
+
+    @force_init_env
+    def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
+        self._stage(name, value, step)
+
+    @force_init_env
+    def add_scalars(self, scalar_dict: dict, step: int = 0, **kwargs: Any) -> None:
+        for name, value in scalar_dict.items():
+            self._stage(name, value, step)
+
+    def _stage(self, name: str, value: Any, step: int) -> None:
+        """Collect one step's values, so each image becomes one `log` call and one history row."""
+        if self._pending_step is not None and step != self._pending_step:
+            self._flush()
+        self._pending_step = step
+        self._pending[name] = value
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._run.log(self._pending, step=self._pending_step)
+        self._pending, self._pending_step = {}, None
+
+    def close(self) -> None:
+        if self._run is None:
+            return
+        try:
+            self._flush()  # a failed job keeps what it logged, and is marked failed below
+        finally:
+            self._run.finish(exit_code=1 if self.failed else 0)
+            self._run = None
+            log.info("W&B run (%s) in %s", self.mode, self._save_dir)

@@ -1,0 +1,100 @@
+"""The command line: run.py's Hydra app, with every error reported in one line.
+
+Hydra is told to let exceptions through (HYDRA_FULL_ERROR=1) so that this module
+prints them: `featvis: error: <what is wrong and how to fix it>` on stderr, exit code
+1, no traceback. Set FEATVIS_DEBUG=1 to get the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from featvis.config_schema import register_configs
+from featvis.errors import FeatvisError
+
+log = logging.getLogger("featvis")
+
+_LIBRARY_NOISE = (
+    r"``build_loss`` would be deprecated",
+    r"Default ``avg_non_ignore`` is False",
+    r"``MultiScaleDeformableAttention`` has been moved",
+)
+
+
+def debug() -> bool:
+    return os.environ.get("FEATVIS_DEBUG", "") not in ("", "0", "false")
+
+
+def job(cfg: DictConfig) -> None:
+    """The body of one Hydra job.
+
+    A failed single run prints its one line and exits 1 here, before Hydra adds a line
+    of its own; a failed multirun job re-raises, so the launcher still runs the others.
+    """
+    from featvis import job as job_info
+    from featvis import pipeline
+
+    logging.captureWarnings(True)  # library warnings go to the job's log, not to stderr
+    for noise in _LIBRARY_NOISE:  # warnings about training-time settings that do not apply here
+        warnings.filterwarnings("ignore", message=noise)
+    info = job_info.from_hydra()
+    try:
+        pipeline.run(cfg, info)
+    except Exception as err:
+        log.error("featvis: error: %s", one_line(err))  # kept in the job's own log file
+        if debug() or info.sweep_dir is not None:
+            raise
+        print(f"featvis: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main(app: Callable[[], None]) -> None:
+    """Run the Hydra app; turn any failure into one line on stderr and exit code 1."""
+    register_configs()
+    if not debug():
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("featvis: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        if debug():
+            raise
+        print(f"featvis: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def one_line(err: BaseException) -> str:
+    """A user-facing one-line description of `err` (featvis, Hydra and OmegaConf errors)."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    if isinstance(err, FeatvisError):
+        return _flat(str(err))
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        return (f"unknown config key {getattr(cause, 'full_key', '')!r}: check its spelling "
+                "(`python run.py --cfg job` prints every key)")
+    if isinstance(cause, ValidationError):
+        msg = getattr(cause, "msg", str(cause)).splitlines()[0]
+        return f"bad value for {getattr(cause, 'full_key', '')!r}: {msg}"
+    if isinstance(err, MissingConfigException):
+        first = str(err).strip().splitlines()[0]
+        options = getattr(err, "options", None)
+        return f"{first}; available: {', '.join(options)}" if options else _flat(first)
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        return _flat(str(err))
+    hint = "" if debug() else " (set FEATVIS_DEBUG=1 for the traceback)"
+    return f"unexpected {type(err).__name__}: {_flat(str(err))}{hint}"
+
+
+def _flat(text: str) -> str:
+    """Join a multi-line message into one line."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())

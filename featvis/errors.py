@@ -1,0 +1,24 @@
+"""Errors a user can fix. Each message is one line: what is wrong and how to fix it.
+
+The CLI prints these without a traceback (set FEATVIS_DEBUG=1 to see one).
+"""
+
+
+class FeatvisError(Exception):
+    """Base class of every error featvis reports to the user in one line."""
+
+
+class ConfigError(FeatvisError):
+    """A config value is missing, unknown or out of range."""
+
+
+class InputError(FeatvisError):
+    """An image or ground-truth mask cannot be used."""
+
+
+class CheckpointError(FeatvisError):
+    """A checkpoint cannot be found, downloaded or loaded."""
+
+
+class LayerNotFoundError(FeatvisError):
+    """A requested layer name or pattern matches no module of the model."""

@@ -1,0 +1,89 @@
+"""mmseg config + checkpoint -> an eval-mode segmentor on the chosen device.
+
+Models are built by mmseg's own `init_model`, the same call for the demo model and
+for any user checkpoint. SyncBN layers (used by most public configs) are reverted to
+plain BN when not on CUDA, where SyncBN cannot run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+
+from featvis.checkpoints import resolve_checkpoint
+from featvis.errors import CheckpointError, ConfigError
+from featvis.paths import resolve_model_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    device: str
+    dataset_meta: Dict[str, Any]  # classes and palette
+    checkpoint: Optional[str]  # the local file the weights came from; None = random init
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but CUDA is not available here: use device=cpu or device=auto")
+    return device
+
+
+def load_model(config: str, checkpoint: Optional[str], device: str = "auto") -> LoadedModel:
+    """Build the model of `config` with the weights of `checkpoint` (None: random weights)."""
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmseg.apis import init_model
+
+    device = resolve_device(device)
+    config_path = resolve_model_config(config)
+    local_ckpt = resolve_checkpoint(checkpoint)
+    try:
+        cfg = Config.fromfile(str(config_path))
+    except Exception as err:  # a broken config file: syntax, missing _base_, ...
+        raise ConfigError(f"cannot read model.config {config!r}: {_one_line(err)}") from err
+    if local_ckpt is None:
+        log.warning("!!! model.checkpoint=null: %s has RANDOM weights. Its prediction and feature maps "
+                    "show an untrained network; pass model.checkpoint=<file> for real ones. !!!", config)
+    try:
+        model = init_model(cfg, local_ckpt, device="cpu")
+    except (RuntimeError, KeyError, EOFError, OSError, ValueError) as err:
+        if local_ckpt is None:
+            raise
+        raise CheckpointError(f"cannot load checkpoint {checkpoint!r} into {config}: {_one_line(err)}; "
+                              "check that the checkpoint belongs to this model.config") from err
+    if not device.startswith("cuda"):
+        model = revert_sync_batchnorm(model)
+    model = model.to(device).eval()
+    meta = getattr(model, "dataset_meta", None) or dataset_meta_from_config(cfg, model)
+    model.dataset_meta = meta
+    return LoadedModel(model=model, device=device, dataset_meta=meta, checkpoint=local_ckpt)
+
+
+def dataset_meta_from_config(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:
+    """Classes and palette when the checkpoint has none: the config's dataset, else generated."""
+    from mmseg.registry import DATASETS
+
+    num_classes = getattr(getattr(model, "decode_head", None), "num_classes", None)
+    dataset_type = cfg.get("test_dataloader", {}).get("dataset", {}).get("type") if cfg.get(
+        "test_dataloader") else None
+    dataset_cls = DATASETS.get(dataset_type) if dataset_type else None
+    meta = getattr(dataset_cls, "METAINFO", None) or {}
+    if meta.get("classes") and (num_classes is None or len(meta["classes"]) == num_classes):
+        return {"classes": list(meta["classes"]), "palette": [list(p) for p in meta["palette"]]}
+    n = num_classes or 2
+    gen = torch.Generator().manual_seed(0)
+    palette = torch.randint(0, 256, (n, 3), generator=gen).tolist()
+    return {"classes": [f"class_{i}" for i in range(n)], "palette": palette}
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -1,0 +1,76 @@
+"""One job's visualizer: the backends of the `backends` config group, built fresh per job.
+
+MMEngine's `Visualizer` is a process-wide singleton, and the jobs of a Hydra multirun
+under the basic launcher share one process, so featvis does not use it: each job
+builds its own backends from MMEngine's VISBACKENDS registry and closes them when it
+ends, marking run-tracking backends (W&B) as failed if the job failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Mapping, Set
+
+import numpy as np
+from mmengine.registry import VISBACKENDS
+
+import featvis.backends  # noqa: F401  (registers featvis's backends)
+from featvis.backends.run_info import RunAwareBackend, RunInfo
+
+log = logging.getLogger(__name__)
+
+
+def known_backend_types() -> Set[str]:
+    import mmengine.visualization  # noqa: F401  (registers MMEngine's backends)
+
+    return set(VISBACKENDS.module_dict)
+
+
+class FeatureVisualizer:
+    """Sends every picture and scalar to all backends of the job."""
+
+    def __init__(self, backends: Mapping[str, Mapping[str, Any]], save_dir: Path, run_info: RunInfo) -> None:
+        self.backends: Dict[str, Any] = {}
+        for key, spec in backends.items():
+            cls = VISBACKENDS.get(spec["type"])
+            kwargs = dict(spec.get("kwargs") or {})
+            if issubclass(cls, RunAwareBackend):  # W&B: makes its own `wandb/` folder
+                kwargs["run_info"] = run_info
+                kwargs.setdefault("save_dir", str(save_dir))
+            kwargs.setdefault("save_dir", str(save_dir / key))
+            self.backends[key] = cls(**kwargs)
+
+    def add_config(self, config: Mapping[str, Any]) -> None:
+        from mmengine.config import Config
+
+        as_mmengine = Config(dict(config))
+        for backend in self.backends.values():
+            if not isinstance(backend, RunAwareBackend):  # W&B got it at init
+                backend.add_config(as_mmengine)
+
+    def add_image(self, name: str, image: np.ndarray, step: int, **meta: Any) -> None:
+        for backend in self.backends.values():
+            backend.add_image(name, image, step=step, **meta)
+
+    def add_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        for backend in self.backends.values():
+            backend.add_scalars(dict(scalars), step=step)
+
+    def close(self, failed: bool = False) -> None:
+        errors = []
+        for key, backend in self.backends.items():
+            if isinstance(backend, RunAwareBackend):
+                backend.failed = failed
+            try:
+                backend.close()
+            except Exception as err:  # close the others anyway
+                errors.append(f"{key}: {err}")
+        if errors and not failed:
+            raise RuntimeError("closing backends failed: " + "; ".join(errors))
+
+    def __enter__(self) -> "FeatureVisualizer":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.close(failed=exc_type is not None)

@@ -1,0 +1,74 @@
+"""Shared fixtures: configs composed with Hydra's compose API, tiny inputs, clean W&B env."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from featvis.config_schema import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+register_configs()
+
+
+def compose_cfg(*overrides: str) -> DictConfig:
+    """The job config `python run.py <overrides>` would get (without Hydra's runtime)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test may find a real W&B key or go online."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path_factory.getbasetemp() / "no-netrc"))
+
+
+def cli_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WANDB_", "HYDRA_", "FEATVIS_")) and k != "NETRC"}
+    env["NETRC"] = "/nonexistent/netrc"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+    """`python run.py <args>` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=cli_env(**env),
+                          capture_output=True, text=True, timeout=600)
+
+
+def wandb_records(run_dir: Path) -> List[dict]:
+    """Every record of an offline W&B run, read back with `wandb leet inspect --json`."""
+    wandb_bin = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_bin), "leet", "inspect", "--json", str(run_dir)],
+                         capture_output=True, text=True, check=True, timeout=120)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def wandb_runs(root: Path) -> List[Path]:
+    """The offline W&B run folders under `root`."""
+    return sorted(p.parent for p in root.rglob("offline-run-*/run-*.wandb"))
+
+
+def history(records: List[dict]) -> List[dict]:
+    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+
+
+def run_record(records: List[dict]) -> dict:
+    return next(r["run"] for r in records if r.get("type") == "run")
+
+
+def exit_code(records: List[dict]) -> int:
+    return next(r["exit"].get("exit_code", 0) for r in records if r.get("type") == "exit")

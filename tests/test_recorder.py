@@ -1,0 +1,135 @@
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from featvis.recorder import FeatureRecorder
+from featvis.reductions import reduce
+
+
+class Pair(nn.Module):
+    """Returns a tuple, like mmseg backbones and several heads."""
+
+    def forward(self, x):
+        return x * 2, x * 3
+
+
+class Named(nn.Module):
+    def forward(self, x):
+        return {"low": x + 1, "note": "not a tensor"}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 8, 1)
+        self.pair = Pair()
+        self.named = Named()
+        self.shared = nn.Identity()  # called twice per forward
+        self.tokens = nn.Flatten(2)  # (B, C, H*W): not a map
+
+    def forward(self, x):
+        y = self.conv(x)
+        a, b = self.pair(y)
+        self.named(a)
+        self.shared(a)
+        self.shared(b)
+        self.tokens(b)
+        return b
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def _select(model, *names):
+    modules = dict(model.named_modules())
+    return [(n, modules[n]) for n in names]
+
+
+def _mean():
+    return partial(reduce, "squeeze_mean")
+
+
+def test_tuple_and_dict_elements_recorded_under_sub_names_in_user_order():
+    model = Net()
+    x = torch.randn(1, 2, 5, 6)
+    with FeatureRecorder(_select(model, "named", "pair", "conv"), _mean()) as rec:
+        model(x)
+    maps = rec.pop()
+    assert list(maps) == ["named:low", "pair[0]", "pair[1]", "conv"]
+    y = model.conv(x)
+    assert torch.allclose(maps["pair[1]"][0].maps[0], (y * 3)[0].mean(0), atol=1e-5)
+    assert torch.allclose(maps["named:low"][0].maps[0], (y * 2 + 1)[0].mean(0), atol=1e-5)
+    assert "named:note" in rec.skipped
+
+
+def test_batch_dimension_kept_not_indexed_with_zero():
+    model = Net()
+    x = torch.randn(2, 2, 4, 4)
+    with FeatureRecorder(_select(model, "pair"), _mean()) as rec:
+        model(x)
+    maps = rec.pop()
+    assert len(maps["pair[0]"]) == 2  # one per batch item
+    assert not torch.allclose(maps["pair[0]"][0].maps, maps["pair[0]"][1].maps)
+
+
+def test_repeated_calls_each_recorded():
+    model = Net()
+    x = torch.randn(1, 2, 4, 4)
+    with FeatureRecorder(_select(model, "shared"), _mean()) as rec:
+        model(x)
+    maps = rec.pop()
+    assert list(maps) == ["shared", "shared#2"]
+    assert torch.allclose(maps["shared#2"][0].maps / 3, maps["shared"][0].maps / 2, atol=1e-5)
+
+
+def test_reduced_inside_the_hook_only_k_maps_kept():
+    model = Net()
+    with FeatureRecorder(_select(model, "conv"), partial(reduce, "select_max")) as rec:
+        model(torch.randn(1, 2, 7, 9))
+    (reduced,) = rec.pop()["conv"]
+    assert reduced.maps.shape == (1, 7, 9)  # not (8, 7, 9)
+
+
+def test_non_map_output_is_reported_not_drawn():
+    model = Net()
+    with FeatureRecorder(_select(model, "tokens"), _mean()) as rec:
+        model(torch.randn(1, 2, 4, 4))
+    assert rec.pop() == {}
+    assert "tokens" in rec.skipped and "(1, 8, 16)" in rec.skipped["tokens"]
+
+
+def test_pop_clears_between_images():
+    model = Net()
+    with FeatureRecorder(_select(model, "shared"), _mean()) as rec:
+        model(torch.randn(1, 2, 4, 4))
+        rec.pop()
+        model(torch.randn(1, 2, 4, 4))
+        assert list(rec.pop()) == ["shared", "shared#2"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_hooks_removed_after_exception(exc):
+    model = Net()
+    with pytest.raises(exc):
+        with FeatureRecorder(_select(model, "conv", "pair", "shared"), _mean()):
+            assert _hooks(model) == 3
+            raise exc()
+    assert _hooks(model) == 0
+
+
+def test_hooks_removed_when_the_forward_fails():
+    model = Net()
+    with pytest.raises(RuntimeError):
+        with FeatureRecorder(_select(model, "conv"), _mean()):
+            model(torch.randn(1, 5, 4, 4))  # wrong channel count
+    assert _hooks(model) == 0
+
+
+def test_hooks_removed_after_normal_exit():
+    model = Net()
+    with FeatureRecorder(_select(model, "conv", "pair"), _mean()):
+        model(torch.randn(1, 2, 4, 4))
+    assert _hooks(model) == 0
