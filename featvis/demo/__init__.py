@@ -1,0 +1,1 @@
+"""Embedded demo: procedural scenes and the small PSPNet trained on them."""
