@@ -6,11 +6,13 @@ Read from Hydra's runtime config when running under Hydra, so that job configs n
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 MAX_NAME = 128  # W&B's limit for run names
+PLUMBING = {"backends", "wandb", "device"}  # keys that change where results go, not what they show
 
 
 @dataclass
@@ -18,23 +20,28 @@ class JobInfo:
     output_dir: Path
     overrides: List[str] = field(default_factory=list)  # the job's command-line overrides
     sweep_dir: Optional[Path] = None  # set for multirun jobs
-    job_num: int = 0
+    swept: List[str] = field(default_factory=list)  # the keys the sweep varies
     choices: dict = field(default_factory=dict)  # config group -> option, e.g. {"model": "demo"}
+
+    def _shown(self) -> List[str]:
+        """The overrides that tell this job from the others: the swept ones, else all but plumbing."""
+        keys = [(_key(o), o) for o in self.overrides]
+        if self.swept:
+            return [o for k, o in keys if k in self.swept]
+        return [o for k, o in keys if k.split(".")[0] not in PLUMBING]
 
     @property
     def name(self) -> str:
-        """`layers=decoder,model=ann`: the overrides, so sweep jobs get distinct, readable names."""
-        if self.overrides:
-            name = ",".join(sorted(self.overrides))
-        else:
-            name = "-".join(str(self.choices[k]) for k in ("model", "layers", "reduction") if k in self.choices)
-        return (name or "featvis")[:MAX_NAME]
+        """`layers=decoder`: the job's distinguishing overrides, paths shortened to file names."""
+        shown = ",".join(sorted(_shorten(o) for o in self._shown()))
+        if not shown:
+            shown = "-".join(str(self.choices[k]) for k in ("model", "layers", "reduction") if k in self.choices)
+        return (shown or "featvis")[:MAX_NAME]
 
     @property
     def job_type(self) -> str:
-        """The overridden keys (`layers`), shared by the jobs of a sweep over those keys."""
-        keys = sorted({o.split("=", 1)[0].lstrip("+~") for o in self.overrides})
-        return (",".join(keys) or "default")[:64]
+        """The swept keys (`layers`): shared by the jobs of a sweep, to compare them."""
+        return (",".join(sorted({_key(o) for o in self._shown()})) or "default")[:64]
 
     @property
     def group(self) -> Optional[str]:
@@ -45,17 +52,41 @@ class JobInfo:
         return "sweep-" + "-".join(parts)
 
 
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _shorten(override: str) -> str:
+    key, _, value = override.partition("=")
+    return f"{key}={os.path.basename(value)}" if "/" in value and not value.startswith("[") else override
+
+
+def swept_keys(sweep_dir: Path) -> List[str]:
+    """The keys a multirun sweeps over, from the multirun.yaml Hydra writes when a sweep starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        task = OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task,
+                                      resolve=False)  # values may hold `${...}`
+        parsed = OverridesParser.create().parse_overrides(task)
+    except Exception:  # another sweeper, or no file: fall back to all overrides
+        return []
+    return [o.key_or_group.lstrip("+~") for o in parsed if o.is_sweep_override()]
+
+
 def from_hydra() -> JobInfo:
     """The running Hydra job's info (requires a job started by @hydra.main)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     return JobInfo(
         output_dir=Path(hc.runtime.output_dir),
-        overrides=list(hc.overrides.task),
-        sweep_dir=Path(hc.sweep.dir) if multirun else None,
-        job_num=hc.job.num if multirun else 0,
+        overrides=OmegaConf.to_container(hc.overrides.task, resolve=False),  # values may hold `${...}`
+        sweep_dir=sweep_dir,
+        swept=swept_keys(sweep_dir) if sweep_dir else [],
         choices={k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
     )

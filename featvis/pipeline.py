@@ -47,8 +47,7 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
 
     final = job.output_dir / RESULTS
     staging = job.output_dir / (RESULTS + ".partial")
-    for stale in (final, staging):
-        shutil.rmtree(stale, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier failed job in this folder
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_info = RunInfo(name=job.name, job_type=job.job_type, group=cfg.wandb.group or job.group, config=resolved)
     visualizer = FeatureVisualizer(OmegaConf.to_container(cfg.backends), staging, run_info)
@@ -60,6 +59,7 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
 
     result = JobResult(output_dir=final)
     with visualizer, FeatureRecorder(layers, reduce_fn) as recorder:
+        visualizer.start()  # every input is checked by now: open W&B while the model runs
         visualizer.add_config(resolved)
         for step, item in enumerate(inputs.iter_loaded(samples)):
             panels = _process(cfg, loaded, recorder, item)
@@ -68,6 +68,7 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
             result.images.append(item.sample.stem)
             result.panels[item.sample.stem] = list(panels)
             log.info("[%d/%d] %s: %d pictures", step + 1, len(samples), item.sample.stem, len(panels))
+    shutil.rmtree(final, ignore_errors=True)  # an earlier complete job in this folder: replaced
     staging.rename(final)
     log.info("results in %s", final)
     return result

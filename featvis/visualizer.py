@@ -41,6 +41,12 @@ class FeatureVisualizer:
             kwargs.setdefault("save_dir", str(save_dir / key))
             self.backends[key] = cls(**kwargs)
 
+    def start(self) -> None:
+        """Let backends that are slow to open (W&B) start in the background."""
+        for backend in self.backends.values():
+            if hasattr(backend, "start"):
+                backend.start()
+
     def add_config(self, config: Mapping[str, Any]) -> None:
         from mmengine.config import Config
 

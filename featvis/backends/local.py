@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import cv2
 import numpy as np
+import yaml
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 
@@ -32,8 +33,9 @@ class FeatvisLocalVisBackend(BaseVisBackend):
 
     @force_init_env
     def add_config(self, config: Any, **kwargs: Any) -> None:
-        text = config.pretty_text if hasattr(config, "pretty_text") else str(config)
-        (self._root / "config.py").write_text(text)
+        """The resolved job config as YAML (an mmengine Config or a plain mapping)."""
+        data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        (self._root / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     @force_init_env
     def add_image(self, name: str, image: np.ndarray, step: int = 0,

@@ -1,0 +1,100 @@
+"""`python run.py ...` in a subprocess, as a user runs it: outputs, sweeps and one-line errors."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from featvis.paths import ASSETS
+from tests.conftest import history, run_cli, run_record, wandb_records, wandb_runs
+
+DEMO_IMAGE = ASSETS / "demo" / "images" / "scene_000.png"
+
+
+def test_default_job_writes_pngs_and_an_offline_wandb_run(tmp_path):
+    out = tmp_path / "X"
+    proc = run_cli(f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ""  # warnings go to the job log, not to stderr
+    stems = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
+    pngs = {str(p.relative_to(out / "featvis" / "local" / stems[0]))[:-4]
+            for p in (out / "featvis" / "local" / stems[0]).rglob("*.png")}
+    assert {"input", "ground_truth", "prediction", "featmap/decode_head.conv_seg",
+            "featmap/decode_head.bottleneck"} <= pngs
+    (run_dir,) = wandb_runs(out)
+    rows = history(wandb_records(run_dir))
+    assert len(rows) == len(stems)
+    assert {k[:-6] for k in rows[0] if k.endswith("._type")} == pngs
+    assert "featvis: results in" not in proc.stderr and "results in" in proc.stdout
+
+
+def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "layers=decoder,backbone", f"image={DEMO_IMAGE}", "backends=[wandb]",
+                   f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr
+    runs = [run_record(wandb_records(d)) for d in wandb_runs(sweep)]
+    assert len(runs) == 2
+    assert len({r["run_group"] for r in runs}) == 1 and runs[0]["run_group"].startswith("sweep-")
+    assert sorted(r["display_name"] for r in runs) == ["layers=backbone", "layers=decoder"]
+    assert {r["job_type"] for r in runs} == {"layers"}
+    assert len({r["run_id"] for r in runs}) == 2
+
+
+def test_team_preset_folder_via_search_path(tmp_path):
+    team = tmp_path / "team"
+    (team / "preset").mkdir(parents=True)
+    (team / "preset" / "ours.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /backends: [local]\nlayers:\n  names: [backbone.layer4]\n")
+    out = tmp_path / "out"
+    proc = run_cli(f"hydra.searchpath=[file://{team}]", "+preset=ours", f"image={DEMO_IMAGE}",
+                   f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    maps = sorted(p.name for p in (out / "featvis" / "local" / "scene_000" / "featmap").iterdir())
+    assert maps == ["backbone.layer4.png"]
+    assert not (out / "featvis" / "wandb").exists()
+
+
+def _bad_inputs(tmp: Path) -> dict:
+    """name -> (overrides, words the one-line error must contain)."""
+    (tmp / "broken.png").write_bytes(b"not an image")
+    small_mask = tmp / "masks" / "scene_000.png"
+    small_mask.parent.mkdir()
+    cv2.imwrite(str(small_mask), np.zeros((10, 10), np.uint8))
+    return {
+        "missing image": ([f"image={tmp}/nope.png"], ["nope.png", "does not exist"]),
+        "unreadable image": ([f"image={tmp}/broken.png"], ["broken.png", "not a readable image"]),
+        "mask size": ([f"image={DEMO_IMAGE}", f"gt_mask={small_mask.parent}"], ["10x10", "256x192"]),
+        "unknown layer": (["layers.names=[decode_head.conv_segg]"], ["conv_segg", "decode_head.conv_seg"]),
+        "missing checkpoint": ([f"model.checkpoint={tmp}/none.pth"], ["none.pth", "model.checkpoint=null"]),
+        "unreachable url": (["model.checkpoint=http://127.0.0.1:9/m.pth"], ["cannot download", "model.checkpoint=null"]),
+        "unknown key": (["modle=ann"], ["unknown config key", "modle"]),
+        "unknown option": (["model=nosuch"], ["model/nosuch", "available", "ann"]),
+        "bad value": (["alpha=2"], ["alpha=2.0 must be between 0 and 1"]),
+        "wrong type": (["alpha=high"], ["alpha", "high"]),
+        "missing preset": (["layers.names=${model.layer_presets.neck}"], ["no 'neck' layer preset", "decoder"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing image", "unreadable image", "mask size", "unknown layer",
+                                  "missing checkpoint", "unreachable url", "unknown key", "unknown option",
+                                  "bad value", "wrong type", "missing preset"])
+def test_bad_input_gives_one_line_and_no_results(tmp_path, case):
+    overrides, words = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "X"
+    proc = run_cli(*overrides, f"hydra.run.dir={out}")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("featvis: error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (out / "featvis").exists() and not (out / "featvis.partial").exists()
+
+
+def test_debug_switch_shows_the_traceback(tmp_path):
+    proc = run_cli(f"image={tmp_path}/nope.png", f"hydra.run.dir={tmp_path}", FEATVIS_DEBUG="1")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "InputError" in proc.stderr

@@ -1,0 +1,152 @@
+"""The whole job in-process, on the demo model: pictures, W&B records, failure handling."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from featvis import pipeline, rendering
+from featvis.job import JobInfo
+from featvis.paths import ASSETS
+from tests.conftest import compose_cfg, exit_code, history, run_record, wandb_records, wandb_runs
+
+DEMO_STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
+DECODER_MAPS = ["decode_head.psp_modules[0]", "decode_head.psp_modules[1]", "decode_head.psp_modules[2]",
+                "decode_head.psp_modules[3]", "decode_head.bottleneck", "decode_head.conv_seg"]
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def default_job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("job")
+    result = pipeline.run(compose_cfg(), JobInfo(output_dir=out))
+    return out, result
+
+
+def test_every_panel_written_for_every_image(default_job):
+    out, result = default_job
+    assert result.images == DEMO_STEMS
+    for stem in DEMO_STEMS:
+        folder = out / "featvis" / "local" / stem
+        panels = ["input", "ground_truth", "prediction"] + [f"featmap/{m}" for m in DECODER_MAPS]
+        assert result.panels[stem] == panels
+        for panel in panels:
+            assert (folder / f"{panel}.png").is_file(), panel
+    assert not (out / "featvis.partial").exists()
+
+
+def test_input_picture_is_the_image_in_rgb(default_job):
+    out, _ = default_job
+    stem = DEMO_STEMS[0]
+    shipped = _rgb(ASSETS / "demo" / "images" / f"{stem}.png")
+    assert np.array_equal(_rgb(out / "featvis" / "local" / stem / "input.png"), shipped)
+
+
+def test_prediction_and_ground_truth_pictures_match_the_model_and_mask(default_job):
+    from mmseg.apis import inference_model
+
+    from featvis.model_loader import load_model
+
+    out, _ = default_job
+    stem = DEMO_STEMS[1]
+    bgr = cv2.imread(str(ASSETS / "demo" / "images" / f"{stem}.png"))
+    loaded = load_model("featvis::configs/demo_pspnet.py", "featvis::checkpoints/demo_pspnet.pth", "cpu")
+    pred = inference_model(loaded.model, bgr).pred_sem_seg.data[0].numpy()
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    palette = loaded.dataset_meta["palette"]
+    expected = rendering.overlay_labels(pred, rgb, palette, 0.5)
+    assert np.array_equal(_rgb(out / "featvis" / "local" / stem / "prediction.png"), expected)
+    gt = cv2.imread(str(ASSETS / "demo" / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+    expected_gt = rendering.overlay_labels(gt, rgb, palette, 0.5)
+    assert np.array_equal(_rgb(out / "featvis" / "local" / stem / "ground_truth.png"), expected_gt)
+
+
+def test_feature_maps_are_overlays_of_the_image(default_job):
+    out, _ = default_job
+    stem = DEMO_STEMS[0]
+    image = _rgb(out / "featvis" / "local" / stem / "input.png").astype(int)
+    fmap = _rgb(out / "featvis" / "local" / stem / "featmap" / "decode_head.conv_seg.png").astype(int)
+    assert fmap.shape == image.shape
+    heat = 2 * fmap - image  # alpha 0.5: what was blended over the image
+    assert heat.min() >= -2 and heat.max() <= 257  # a real colour map, not a copy of the image
+    assert np.abs(fmap - image).mean() > 10
+
+
+def test_wandb_run_holds_one_row_per_image_with_every_panel(default_job):
+    out, result = default_job
+    (run_dir,) = wandb_runs(out / "featvis")
+    records = wandb_records(run_dir)
+    rows = history(records)
+    assert [r["_step"] for r in rows] == list(range(len(DEMO_STEMS)))
+    for row, stem in zip(rows, DEMO_STEMS):
+        logged = {k.rsplit(".", 1)[0] for k in row if k.endswith("._type")}
+        assert logged == set(result.panels[stem])
+        assert all(row[f"{k}._type"] == "image-file" for k in logged)
+    run = run_record(records)
+    assert run["config"]["update"]["model"]["name"] == "demo"  # the resolved job config
+    assert exit_code(records) == 0
+
+
+def test_wandb_images_are_the_local_pictures(default_job):
+    out, _ = default_job
+    (run_dir,) = wandb_runs(out / "featvis")
+    row = history(wandb_records(run_dir))[0]
+    logged = _rgb(run_dir / "files" / row["featmap/decode_head.bottleneck.path"])
+    local = _rgb(out / "featvis" / "local" / DEMO_STEMS[0] / "featmap" / "decode_head.bottleneck.png")
+    assert np.array_equal(logged, local)
+
+
+def test_topk_draws_a_grid(tmp_path):
+    pipeline.run(compose_cfg("reduction=topk", "backends=[local]", "layers.names=[decode_head.bottleneck]",
+                             "image=featvis::demo/images/scene_000.png"), JobInfo(output_dir=tmp_path))
+    picture = cv2.imread(str(tmp_path / "featvis" / "local" / "scene_000" / "featmap" / "decode_head.bottleneck.png"))
+    h, w = cv2.imread(str(ASSETS / "demo" / "images" / "scene_000.png")).shape[:2]
+    assert picture.shape[:2] == (2 * h + 4, 2 * w + 4)
+
+
+def test_two_jobs_in_one_process_get_two_wandb_runs(tmp_path):
+    """As under Hydra's basic launcher: each job must finish its run and start its own."""
+    cfg = ["backends=[wandb]", "image=featvis::demo/images/scene_000.png"]
+    pipeline.run(compose_cfg(*cfg, "layers=decoder"), JobInfo(output_dir=tmp_path / "a", overrides=["layers=decoder"]))
+    pipeline.run(compose_cfg(*cfg, "layers=backbone"), JobInfo(output_dir=tmp_path / "b", overrides=["layers=backbone"]))
+    (run_a,), (run_b,) = wandb_runs(tmp_path / "a"), wandb_runs(tmp_path / "b")
+    rec_a, rec_b = wandb_records(run_a), wandb_records(run_b)
+    assert run_record(rec_a)["run_id"] != run_record(rec_b)["run_id"]
+    assert run_record(rec_b)["display_name"] == "layers=backbone"
+    assert len(history(rec_a)) == len(history(rec_b)) == 1
+    assert any(k.startswith("featmap/backbone.layer") for k in history(rec_b)[0])
+
+
+def test_model_loaded_once_for_all_images(tmp_path, monkeypatch):
+    import mmseg.apis
+
+    calls = []
+    real = mmseg.apis.init_model
+    monkeypatch.setattr(mmseg.apis, "init_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    result = pipeline.run(compose_cfg("backends=[local]"), JobInfo(output_dir=tmp_path))
+    assert len(result.images) == len(DEMO_STEMS) > 1 and len(calls) == 1
+
+
+def test_failure_mid_run_leaves_no_results_that_look_complete(tmp_path, monkeypatch):
+    real = rendering.overlay_maps
+    seen = []
+
+    def fail_on_second_image(maps, image, *args, **kwargs):
+        seen.append(image.shape)
+        if len(seen) > len(DECODER_MAPS):
+            raise RuntimeError("disk full")
+        return real(maps, image, *args, **kwargs)
+
+    monkeypatch.setattr(rendering, "overlay_maps", fail_on_second_image)
+    with pytest.raises(RuntimeError, match="disk full"):
+        pipeline.run(compose_cfg(), JobInfo(output_dir=tmp_path))
+    assert not (tmp_path / "featvis").exists()
+    assert (tmp_path / "featvis.partial" / "local" / DEMO_STEMS[0] / "input.png").is_file()
+    (run_dir,) = wandb_runs(tmp_path / "featvis.partial")
+    records = wandb_records(run_dir)
+    assert exit_code(records) == 1  # the W&B run is marked failed, and keeps what it logged
+    assert len(history(records)) == 1
