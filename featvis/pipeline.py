@@ -13,8 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Set, Tuple
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from featvis import inputs, rendering
@@ -58,11 +59,12 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     reduce_fn = partial(reduce, cfg.reduction.name, topk=cfg.reduction.topk)
 
     result = JobResult(output_dir=final)
+    warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
     with visualizer, FeatureRecorder(layers, reduce_fn) as recorder:
         visualizer.start()  # every input is checked by now: open W&B while the model runs
         visualizer.add_config(resolved)
         for step, item in enumerate(inputs.iter_loaded(samples)):
-            panels = _process(cfg, loaded, recorder, item)
+            panels = _process(cfg, loaded, recorder, item, warned)
             for name, (image, caption) in panels.items():
                 visualizer.add_image(name, image, step=step, image_id=item.sample.stem, caption=caption)
             result.images.append(item.sample.stem)
@@ -75,7 +77,7 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
 
 
 def _process(cfg: DictConfig, loaded: LoadedModel, recorder: FeatureRecorder,
-             item: inputs.Loaded) -> Dict[str, tuple]:
+             item: inputs.Loaded, warned: Set[Tuple[str, str]]) -> Dict[str, tuple]:
     """Run the model on one image and draw its panels: {name: (RGB picture, caption)}."""
     from mmseg.apis import inference_model
 
@@ -93,10 +95,21 @@ def _process(cfg: DictConfig, loaded: LoadedModel, recorder: FeatureRecorder,
         labels = [f"ch {c}" for c in reduced.channels] if reduced.channels and len(reduced.channels) > 1 else None
         picture = rendering.overlay_maps(reduced.maps, image, sample.metainfo, cfg.alpha,
                                          cfg.reduction.arrangement, labels)
-        panels[f"featmap/{layer}"] = (picture, _caption(stem, layer, cfg.reduction.name, reduced))
+        panels[f"featmap/{layer}"] = (picture, _caption(stem, layer, cfg.reduction.name, reduced, warned))
     return panels
 
 
-def _caption(stem: str, layer: str, reduction: str, reduced: Reduced) -> str:
+def _caption(stem: str, layer: str, reduction: str, reduced: Reduced, warned: Set[Tuple[str, str]]) -> str:
+    """`image | layer | reduction ch N`, plus what is wrong with the values, warned once per layer."""
     channels = f" ch {reduced.channels[0]}" if reduced.channels and len(reduced.channels) == 1 else ""
-    return f"{stem} | {layer} | {reduction}{channels}"
+    notes = []
+    values = reduced.maps.numpy()
+    if not np.isfinite(values).all():
+        notes.append("NaN/Inf present, drawn as the minimum")
+    if any(rendering.is_constant(m) for m in values):
+        notes.append("constant map, not coloured")
+    for note in notes:
+        if (layer, note) not in warned:
+            warned.add((layer, note))
+            log.warning("%s (first seen on %s): %s", layer, stem, note)
+    return " | ".join([f"{stem}", layer, f"{reduction}{channels}", *notes])

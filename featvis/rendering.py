@@ -37,17 +37,42 @@ def align(map2d: torch.Tensor, meta: Mapping, out_hw: Tuple[int, int]) -> np.nda
     return cv2.resize(cropped, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def normalize(values: np.ndarray) -> np.ndarray:
-    """Min-max to uint8, per map (MMEngine's behaviour); a constant map becomes 0."""
-    finite = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+CONSTANT_RTOL = 1e-5  # a map whose range is below this fraction of its magnitude is constant
+
+
+def is_constant(values: np.ndarray) -> bool:
+    """True for a map with nothing to show: all equal up to float rounding, or no finite value.
+
+    Min-max normalisation would stretch rounding noise (1e-7 of a global-pooling branch's
+    value) to the full colour range and draw it as if it were data.
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return True
     lo, hi = float(finite.min()), float(finite.max())
-    if hi - lo <= 0:
+    return hi - lo <= CONSTANT_RTOL * max(abs(lo), abs(hi))
+
+
+def normalize(values: np.ndarray) -> np.ndarray:
+    """Min-max to uint8, per map (MMEngine's behaviour); a constant map becomes 0.
+
+    NaN and Inf are drawn as the minimum; the pipeline reports them in the caption.
+    """
+    if is_constant(values):
         return np.zeros(values.shape, np.uint8)
-    return ((finite - lo) * (255.0 / (hi - lo))).clip(0, 255).astype(np.uint8)
+    finite = values[np.isfinite(values)]
+    lo, hi = float(finite.min()), float(finite.max())
+    cleaned = np.nan_to_num(values, nan=lo, posinf=lo, neginf=lo)
+    return ((cleaned - lo) * (255.0 / (hi - lo))).clip(0, 255).astype(np.uint8)
 
 
 def heatmap(values: np.ndarray, image: Optional[np.ndarray], alpha: float) -> np.ndarray:
-    """Colour a (H, W) map with JET and blend it over an RGB image of the same size."""
+    """Colour a (H, W) map with JET and blend it over an RGB image of the same size.
+
+    A constant map is not coloured: the picture is the plain image (mid grey without one).
+    """
+    if is_constant(values):
+        return image.copy() if image is not None else np.full(values.shape + (3,), 128, np.uint8)
     heat = cv2.cvtColor(cv2.applyColorMap(normalize(values), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     if image is None:
         return heat

@@ -91,6 +91,17 @@ def test_wandb_run_holds_one_row_per_image_with_every_panel(default_job):
     assert exit_code(records) == 0
 
 
+def test_captions_name_image_layer_reduction_and_channel(default_job):
+    out, _ = default_job
+    (run_dir,) = wandb_runs(out / "featvis")
+    row = history(wandb_records(run_dir))[0]
+    caption = row["featmap/decode_head.bottleneck.caption"]
+    assert caption.startswith(f"{DEMO_STEMS[0]} | decode_head.bottleneck | select_max ch ")
+    # global pooling: one value per channel, so nothing to colour; said, not drawn as data
+    assert row["featmap/decode_head.psp_modules[0].caption"].endswith("constant map, not coloured")
+    assert "constant" not in row["featmap/decode_head.psp_modules[1].caption"]
+
+
 def test_wandb_images_are_the_local_pictures(default_job):
     out, _ = default_job
     (run_dir,) = wandb_runs(out / "featvis")
@@ -150,3 +161,14 @@ def test_failure_mid_run_leaves_no_results_that_look_complete(tmp_path, monkeypa
     records = wandb_records(run_dir)
     assert exit_code(records) == 1  # the W&B run is marked failed, and keeps what it logged
     assert len(history(records)) == 1
+
+
+def test_tensorboard_backend_from_mmengine_gets_the_same_panels(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = pipeline.run(compose_cfg("backends=[tensorboard]", "image=featvis::demo/images/scene_000.png"),
+                          JobInfo(output_dir=tmp_path))
+    events = EventAccumulator(str(tmp_path / "featvis" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == sorted(result.panels["scene_000"])
+    assert events.Images("prediction")[0].width == 256

@@ -56,3 +56,17 @@ def test_labels_use_the_palette_and_leave_ignored_pixels():
     out = rendering.overlay_labels(labels, image, palette, alpha=0.5)
     assert out[0, 1].tolist() == [175, 50, 50]
     assert out[1, 0].tolist() == [100, 100, 100]  # ignore index: the image
+
+
+def test_rounding_noise_is_a_constant_map_drawn_as_the_plain_image():
+    image = np.full((4, 4, 3), 90, np.uint8)
+    noisy = torch.full((1, 4, 4), 1.808955192565918)
+    noisy[0, 0, 0] += 2.4e-7  # what a global-pooling branch gives: one ulp of difference
+    assert rendering.is_constant(noisy[0].numpy())
+    assert np.array_equal(rendering.overlay_maps(noisy, image, {}, 0.5), image)
+    assert not rendering.is_constant(np.array([[1.0, 1.001]]))
+
+
+def test_nan_drawn_as_minimum_and_all_nan_is_constant():
+    assert rendering.normalize(np.array([[np.nan, 0.0], [1.0, 2.0]])).tolist() == [[0, 0], [127, 255]]
+    assert rendering.is_constant(np.full((2, 2), np.nan))
