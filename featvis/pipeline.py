@@ -73,6 +73,8 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     shutil.rmtree(final, ignore_errors=True)  # an earlier complete job in this folder: replaced
     staging.rename(final)
     log.info("results in %s", final)
+    for offline in sorted((final / "wandb").glob("offline-run-*")):
+        log.info("upload the offline W&B run with: wandb sync %s", offline)
     return result
 
 

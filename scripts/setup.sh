@@ -29,7 +29,7 @@ if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
     echo "featvis setup: the first install compiles mmcv and takes minutes (about 11 on 2 cores);"
     echo "featvis setup: pip caches the wheel, so later installs take seconds."
     # opencv-python-headless first, so mmcv does not pull the GUI build of opencv.
-    "${pip[@]}" opencv-python-headless mmengine==0.10.7
+    "${pip[@]}" "numpy<2.3" opencv-python-headless mmengine==0.10.7
     MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         "${pip[@]}" --no-build-isolation mmcv==2.1.0
 fi

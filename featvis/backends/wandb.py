@@ -172,4 +172,4 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
             self._run.finish(exit_code=1 if self.failed else 0)  # copies the logged media
             self._run = None
             shutil.rmtree(self._encoded, ignore_errors=True)
-            log.info("W&B run (%s) in %s", self.mode, self._save_dir)
+            log.info("W&B run %s finished (%s)", self.run_info.name, self.mode)
