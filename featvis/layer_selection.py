@@ -1,49 +1,106 @@
-"""Layer names and glob patterns -> the model's modules, in the order the user gave.
+"""Layer specs -> the model's modules, in the order the user gave.
 
-Names are matched against `model.named_modules()`: never `eval`, never attribute
-chains. A glob (`backbone.layer*`) expands to its matches in module order; a module
-named twice is kept at its first place. A name or pattern that matches nothing
-fails with the closest module names.
+A spec is one of (and combinations of the last three):
+
+    decode_head.conv_seg        an exact module name (as in `model.named_modules()`)
+    backbone.layer*             a glob; expands to its matches in module order
+    decode_head.*@ConvModule    a glob and a type: matching modules of that class (or a subclass)
+    @Conv2d                     every module of a type
+    backbone[2]                 one element of a tuple or list output
+    decode_head:key             one entry of a dict output
+
+Names are matched against `named_modules()`: never `eval`, never attribute chains.
+A spec matched twice is kept at its first place. A spec that matches nothing fails
+with the closest module (or type) names. A trailing `[i]` is always a pick, so glob
+character classes are not supported (use `?`).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Dict, List, Sequence, Tuple
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple, Union
 
 from torch import nn
 
 from featvis.errors import LayerNotFoundError
 
-_GLOB_CHARS = set("*?[")
+Pick = Tuple[Union[int, str], ...]
+_SPEC = re.compile(r"^(?P<pattern>[^@\[:]*)(?:@(?P<type>[A-Za-z_]\w*))?(?P<pick>(?:\[\d+\]|:[^\[\]:@]+)*)$")
+_PICK = re.compile(r"\[(\d+)\]|:([^\[\]:@]+)")
+
+
+@dataclass(frozen=True)
+class Selected:
+    module_name: str
+    module: nn.Module
+    pick: Pick = ()
+
+    @property
+    def name(self) -> str:
+        """How the layer is named in pictures: `backbone[2]`, `decode_head:key`."""
+        return self.module_name + format_pick(self.pick)
+
+
+def format_pick(pick: Pick) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f":{p}" for p in pick)
 
 
 def is_glob(pattern: str) -> bool:
-    return any(c in _GLOB_CHARS for c in pattern)
+    return any(c in "*?" for c in pattern)
 
 
-def select_layers(model: nn.Module, patterns: Sequence[str]) -> List[Tuple[str, nn.Module]]:
-    """Resolve `patterns` to (name, module) pairs, keeping the user's order."""
+def type_names(module: nn.Module) -> List[str]:
+    """The class names a module answers to: its class and every base class."""
+    return [cls.__name__ for cls in type(module).__mro__]
+
+
+def parse_spec(spec: str) -> Tuple[str, str, Pick]:
+    """`decode_head.*@ConvModule` -> ('decode_head.*', 'ConvModule', ())."""
+    match = _SPEC.match(spec.strip())
+    if not match or not (match["pattern"] or match["type"]):
+        raise LayerNotFoundError(f"cannot read layer {spec!r}: write a module name, a glob, glob@Type, "
+                                 "name[i] or name:key (e.g. decode_head.*@ConvModule, backbone[2])")
+    pick = tuple(int(i) if i else key for i, key in _PICK.findall(match["pick"]))
+    return match["pattern"] or "*", match["type"] or "", pick
+
+
+def select_layers(model: nn.Module, specs: Sequence[str]) -> List[Selected]:
+    """Resolve `specs` to the selected modules (and output picks), keeping the user's order."""
     modules: Dict[str, nn.Module] = {name: m for name, m in model.named_modules() if name}
-    chosen: Dict[str, nn.Module] = {}
-    for pattern in patterns:
+    chosen: Dict[Tuple[str, Pick], Selected] = {}
+    for spec in specs:
+        pattern, type_name, pick = parse_spec(spec)
         if pattern in modules:
-            matches = [pattern]
+            names = [pattern]
         elif is_glob(pattern):
-            matches = fnmatch.filter(modules, pattern)
+            names = fnmatch.filter(modules, pattern)
         else:
-            matches = []
-        if not matches:
-            raise LayerNotFoundError(_not_found(pattern, list(modules)))
-        for name in matches:
-            chosen.setdefault(name, modules[name])
-    return list(chosen.items())
+            names = []
+        if not names:
+            raise LayerNotFoundError(_not_found(spec, pattern, list(modules)))
+        if type_name:
+            typed = [n for n in names if type_name in type_names(modules[n])]
+            if not typed:
+                raise LayerNotFoundError(_wrong_type(spec, type_name, [modules[n] for n in names]))
+            names = typed
+        for name in names:
+            chosen.setdefault((name, pick), Selected(name, modules[name], pick))
+    return list(chosen.values())
 
 
-def _not_found(pattern: str, names: List[str]) -> str:
+def _not_found(spec: str, pattern: str, names: List[str]) -> str:
     close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.4)
-    if not close:  # a pattern far from any name: show where the top-level modules are
+    if not close:  # far from any name: show where the top-level modules are
         close = sorted({n.split(".")[0] for n in names})[:5]
     what = "pattern" if is_glob(pattern) else "layer"
-    return f"{what} {pattern!r} matches no module of the model; closest: {', '.join(close)}; fix layers.names"
+    return (f"{what} {spec!r} matches no module of the model; closest: {', '.join(close)}; "
+            "fix layers.names (python run.py mode=list shows every module)")
+
+
+def _wrong_type(spec: str, type_name: str, candidates: List[nn.Module]) -> str:
+    present = sorted({t for m in candidates for t in type_names(m)} - {"Module", "object"})
+    close = difflib.get_close_matches(type_name, present, n=5, cutoff=0.5) or present[:8]
+    return f"layer {spec!r}: no module of type {type_name} there; types there include {', '.join(close)}"

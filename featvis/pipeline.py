@@ -55,12 +55,13 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
 
     loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device)
     layers = select_layers(loaded.model, list(cfg.layers.names))
-    log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(n for n, _ in layers))
+    log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(l.name for l in layers))
     reduce_fn = partial(reduce, cfg.reduction.name, topk=cfg.reduction.topk)
 
     result = JobResult(output_dir=final)
     warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
-    with visualizer, FeatureRecorder(layers, reduce_fn) as recorder:
+    watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
+    with visualizer, FeatureRecorder(layers, reduce_fn, watch) as recorder:
         visualizer.start()  # every input is checked by now: open W&B while the model runs
         visualizer.add_config(resolved)
         for step, item in enumerate(inputs.iter_loaded(samples)):

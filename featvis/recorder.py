@@ -1,14 +1,16 @@
 """Forward hooks that record what chosen layers output, reduced on the spot.
 
-    with FeatureRecorder(layers, reduce_fn) as recorder:
+    with FeatureRecorder(selected, reduce_fn, watch=model.backbone) as recorder:
         model(...)
         maps = recorder.pop()     # {sub-name: [Reduced per batch item]}, in the user's order
 
 - Each output is reduced inside the hook (see reductions), so the memory kept per
   layer is K x H x W whatever the channel count.
-- Tuple, list and dict outputs are not indexed with [0]: every tensor element is
-  recorded under its own sub-name, `name[i]` or `name:key`.
+- Tuple, list and dict outputs are not indexed with [0]: without a pick
+  (`name[i]`, `name:key`), every tensor element is recorded under its own sub-name.
 - The batch dimension is kept: one reduced map per batch item.
+- Transformer tokens (B, N, C) are turned into maps (see tokens); `watch` is the module
+  whose input tells the image's aspect ratio when no `hw_shape` is passed along.
 - A module called several times in one forward records every call (`name#2`, ...).
 - Hooks are removed on every exit path, exceptions and KeyboardInterrupt included.
 """
@@ -16,12 +18,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
+from featvis.errors import LayerNotFoundError
+from featvis.layer_selection import Pick, Selected, format_pick
 from featvis.reductions import Reduced
+from featvis.tokens import token_grid, tokens_to_map
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +34,23 @@ ReduceFn = Callable[[torch.Tensor], Reduced]
 
 
 class FeatureRecorder:
-    def __init__(self, layers: Sequence[Tuple[str, nn.Module]], reduce_fn: ReduceFn) -> None:
+    def __init__(self, layers: Sequence[Selected], reduce_fn: ReduceFn,
+                 watch: Optional[nn.Module] = None) -> None:
         self.layers = list(layers)
         self.reduce_fn = reduce_fn
+        self.watch = watch
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
         self._records: Dict[str, Dict[str, List[Reduced]]] = {}
         self._calls: Dict[str, int] = {}
+        self._aspect: Optional[float] = None  # height / width of what `watch` last saw
         self.skipped: Dict[str, str] = {}  # sub-name -> why it was not recorded
 
     def __enter__(self) -> "FeatureRecorder":
         try:
-            for name, module in self.layers:
-                self._handles.append(module.register_forward_hook(self._hook_for(name)))
+            if self.watch is not None:
+                self._handles.append(self.watch.register_forward_pre_hook(self._see_input))
+            for layer in self.layers:
+                self._handles.append(layer.module.register_forward_hook(self._hook_for(layer), with_kwargs=True))
         except BaseException:
             self.remove()
             raise
@@ -56,33 +66,48 @@ class FeatureRecorder:
     def pop(self) -> Dict[str, List[Reduced]]:
         """Everything recorded since the last pop, layers in the user's order."""
         out: Dict[str, List[Reduced]] = {}
-        for name, _ in self.layers:
-            out.update(self._records.get(name, {}))
+        for layer in self.layers:
+            out.update(self._records.get(layer.name, {}))
         self._records.clear()
         self._calls.clear()
         return out
 
-    def _hook_for(self, layer: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            call = self._calls.get(layer, 0) + 1
-            self._calls[layer] = call
-            name = layer if call == 1 else f"{layer}#{call}"
-            self._record(layer, name, output)
+    def _see_input(self, module: nn.Module, args: Any) -> None:
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[-1] > 0:
+            self._aspect = x.shape[-2] / x.shape[-1]
+
+    def _hook_for(self, layer: Selected) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, kwargs: Dict[str, Any], output: Any) -> None:
+            call = self._calls.get(layer.name, 0) + 1
+            self._calls[layer.name] = call
+            name = layer.name if call == 1 else f"{layer.name}#{call}"
+            picked = _pick(output, layer.pick, layer.module_name)
+            hints = [*args, *kwargs.values(), *(output if isinstance(output, (tuple, list)) else ())]
+            self._record(layer.name, name, picked, hints)
         return hook
 
-    def _record(self, layer: str, name: str, output: Any) -> None:
+    def _record(self, layer: str, name: str, output: Any, hints: List[Any]) -> None:
         if isinstance(output, torch.Tensor):
+            if output.dim() == 3:  # (B, N, C) tokens
+                grid = token_grid(output.shape[1], hints, self._aspect)
+                if grid is None:
+                    self._skip(name, f"cannot tell the (H, W) grid of its {output.shape[1]} tokens "
+                                     f"(output {tuple(output.shape)}): no hw_shape is passed along and no "
+                                     "factorisation matches the image's aspect ratio")
+                    return
+                output = tokens_to_map(output, grid)
             if output.dim() == 4:  # (B, C, H, W): one map per batch item
-                maps = [self.reduce_fn(item) for item in output]
-                self._records.setdefault(layer, {})[name] = maps
+                self._records.setdefault(layer, {})[name] = [self.reduce_fn(item) for item in output]
             else:
-                self._skip(name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map")
+                self._skip(name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
+                                 "or (B, N, C) tokens")
         elif isinstance(output, (tuple, list)):
             for i, item in enumerate(output):
-                self._record(layer, f"{name}[{i}]", item)
+                self._record(layer, f"{name}[{i}]", item, hints)
         elif isinstance(output, dict):
             for key, item in output.items():
-                self._record(layer, f"{name}:{key}", item)
+                self._record(layer, f"{name}:{key}", item, hints)
         else:
             self._skip(name, f"output of type {type(output).__name__} holds no tensor")
 
@@ -90,3 +115,21 @@ class FeatureRecorder:
         if name not in self.skipped:
             self.skipped[name] = why
             log.warning("layer %s is not drawn: %s", name, why)
+
+
+def _pick(output: Any, pick: Pick, module_name: str) -> Any:
+    """Follow `pick` ([i] and :key steps) into a module's output."""
+    for depth, step in enumerate(pick):
+        where = module_name + format_pick(pick[:depth])
+        if isinstance(step, int):
+            if not isinstance(output, (tuple, list)) or step >= len(output):
+                what = f"a {type(output).__name__} of {len(output)}" if isinstance(output, (tuple, list)) \
+                    else f"a {type(output).__name__}"
+                raise LayerNotFoundError(f"layer {where}[{step}]: the output of {where} is {what}; "
+                                         "pick an existing element")
+        elif not isinstance(output, dict) or step not in output:
+            keys = ", ".join(map(str, output)) if isinstance(output, dict) else f"a {type(output).__name__}"
+            raise LayerNotFoundError(f"layer {where}:{step}: the output of {where} has no key {step!r} "
+                                     f"(it holds {keys})")
+        output = output[step]
+    return output

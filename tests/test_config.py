@@ -33,6 +33,15 @@ def test_every_model_has_both_layer_presets(model, layers):
     assert cfg.layers.names and all(isinstance(n, str) for n in cfg.layers.names)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_has_a_dense_preset_and_an_auxiliary_one_if_it_has_that_head(model):
+    cfg = compose_cfg(f"model={model}", "layers=dense")
+    validate(cfg)
+    assert list(cfg.layers.names) == ["*@Conv2d"]
+    if model != "segformer":  # SegFormer has no auxiliary head
+        validate(compose_cfg(f"model={model}", "layers=auxiliary"))
+
+
 def test_ann_checkpoint_is_the_metafile_url():
     cfg = compose_cfg("model=ann")
     assert cfg.model.config == "mmseg::ann/ann_r50-d8_4xb2-40k_cityscapes-512x1024.py"

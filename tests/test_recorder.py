@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from featvis.errors import LayerNotFoundError
+from featvis.layer_selection import select_layers
 from featvis.recorder import FeatureRecorder
 from featvis.reductions import reduce
 
@@ -44,8 +46,7 @@ def _hooks(model: nn.Module) -> int:
 
 
 def _select(model, *names):
-    modules = dict(model.named_modules())
-    return [(n, modules[n]) for n in names]
+    return select_layers(model, list(names))
 
 
 def _mean():
@@ -133,3 +134,82 @@ def test_hooks_removed_after_normal_exit():
     with FeatureRecorder(_select(model, "conv", "pair"), _mean()):
         model(torch.randn(1, 2, 4, 4))
     assert _hooks(model) == 0
+
+
+def test_picks_record_only_that_element():
+    model = Net()
+    x = torch.randn(1, 2, 4, 4)
+    with FeatureRecorder(_select(model, "pair[1]", "named:low"), _mean()) as rec:
+        model(x)
+    maps = rec.pop()
+    assert list(maps) == ["pair[1]", "named:low"]
+    assert torch.allclose(maps["pair[1]"][0].maps[0], (model.conv(x) * 3)[0].mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("spec, message", [("pair[2]", "is a tuple of 2"), ("named:high", "no key 'high'"),
+                                           ("conv[0]", "is a Tensor")])
+def test_bad_pick_is_a_clear_error_and_hooks_are_removed(spec, message):
+    model = Net()
+    with pytest.raises(LayerNotFoundError, match=message):
+        with FeatureRecorder(_select(model, spec), _mean()):
+            model(torch.randn(1, 2, 4, 4))
+    assert _hooks(model) == 0
+
+
+class Stem(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Block(nn.Module):
+    """Like mmseg's transformer blocks: tokens in, tokens out, hw_shape passed along."""
+
+    def forward(self, tokens, hw_shape):
+        return tokens * 1.0
+
+
+class Norm(nn.Module):
+    def forward(self, tokens):
+        return tokens + 0.0
+
+
+class Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.block, self.norm = Stem(), Block(), Norm()
+
+    def forward(self, image, tokens, hw_shape):
+        self.stem(image)
+        return self.norm(self.block(tokens, hw_shape=hw_shape))
+
+
+def _token_input(h, w, c=3):
+    fmap = torch.arange(c * h * w, dtype=torch.float32).reshape(1, c, h, w)
+    return fmap, fmap.flatten(2).transpose(1, 2)  # (1, C, H, W) and its (1, N, C) tokens
+
+
+def test_tokens_reshaped_with_the_hw_shape_passed_along():
+    model = Tokens()
+    fmap, tokens = _token_input(3, 5)
+    with FeatureRecorder(_select(model, "block"), _mean()) as rec:
+        model(torch.zeros(1, 3, 100, 100), tokens, (3, 5))  # image aspect would say square
+    (reduced,) = rec.pop()["block"]
+    assert torch.equal(reduced.maps[0], fmap[0].mean(0))
+
+
+def test_tokens_reshaped_from_the_images_aspect_ratio_without_hw_shape():
+    model = Tokens()
+    fmap, tokens = _token_input(4, 8)
+    with FeatureRecorder(_select(model, "norm"), _mean(), watch=model.stem) as rec:
+        model(torch.zeros(1, 3, 64, 128), tokens, None)
+    (reduced,) = rec.pop()["norm"]
+    assert torch.equal(reduced.maps[0], fmap[0].mean(0))
+
+
+def test_tokens_whose_grid_cannot_be_inferred_are_reported():
+    model = Tokens()
+    tokens = torch.randn(1, 7, 3)  # 7 tokens: no 1:2 grid
+    with FeatureRecorder(_select(model, "norm"), _mean(), watch=model.stem) as rec:
+        model(torch.zeros(1, 3, 64, 128), tokens, None)
+    assert rec.pop() == {}
+    assert "cannot tell the (H, W) grid of its 7 tokens" in rec.skipped["norm"]
