@@ -115,4 +115,4 @@ def _caption(stem: str, layer: str, reduction: str, reduced: Reduced, warned: Se
         if (layer, note) not in warned:
             warned.add((layer, note))
             log.warning("%s (first seen on %s): %s", layer, stem, note)
-    return " | ".join([f"{stem}", layer, f"{reduction}{channels}", *notes])
+    return " | ".join([stem, layer, f"{reduction}{channels}", *notes])

@@ -8,7 +8,6 @@ ends, marking run-tracking backends (W&B) as failed if the job failed.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Dict, Mapping, Set
 
@@ -17,8 +16,6 @@ from mmengine.registry import VISBACKENDS
 
 import featvis.backends  # noqa: F401  (registers featvis's backends)
 from featvis.backends.run_info import RunAwareBackend, RunInfo
-
-log = logging.getLogger(__name__)
 
 
 def known_backend_types() -> Set[str]:
@@ -58,10 +55,6 @@ class FeatureVisualizer:
     def add_image(self, name: str, image: np.ndarray, step: int, **meta: Any) -> None:
         for backend in self.backends.values():
             backend.add_image(name, image, step=step, **meta)
-
-    def add_scalars(self, scalars: Mapping[str, float], step: int) -> None:
-        for backend in self.backends.values():
-            backend.add_scalars(dict(scalars), step=step)
 
     def close(self, failed: bool = False) -> None:
         errors = []
