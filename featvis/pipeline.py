@@ -61,7 +61,7 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     result = JobResult(output_dir=final)
     warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
     watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
-    with visualizer, FeatureRecorder(layers, reduce_fn, watch) as recorder:
+    with visualizer, FeatureRecorder(layers, reduce_fn, watch, root=loaded.model) as recorder:
         visualizer.start()  # every input is checked by now: open W&B while the model runs
         visualizer.add_config(resolved)
         for step, item in enumerate(inputs.iter_loaded(samples)):

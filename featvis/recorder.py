@@ -1,6 +1,6 @@
 """Forward hooks that record what chosen layers output, reduced on the spot.
 
-    with FeatureRecorder(selected, reduce_fn, watch=model.backbone) as recorder:
+    with FeatureRecorder(selected, reduce_fn, watch=model.backbone, root=model) as recorder:
         model(...)
         maps = recorder.pop()     # {sub-name: [Reduced per batch item]}, in the user's order
 
@@ -11,14 +11,16 @@
 - The batch dimension is kept: one reduced map per batch item.
 - Transformer tokens (B, N, C) are turned into maps (see tokens); `watch` is the module
   whose input tells the image's aspect ratio when no `hw_shape` is passed along.
-- A module called several times in one forward records every call (`name#2`, ...).
+- A module called several times in one forward records every call (`name#2`, ...),
+  except that under slide inference (`root.test_cfg.mode == 'slide'`) the calls of
+  successive windows are stitched into one map of the whole image (see slide).
 - Hooks are removed on every exit path, exceptions and KeyboardInterrupt included.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -26,6 +28,7 @@ from torch import nn
 from featvis.errors import LayerNotFoundError
 from featvis.layer_selection import Pick, Selected, format_pick
 from featvis.reductions import Reduced
+from featvis.slide import Stitcher, Window, slide_windows
 from featvis.tokens import token_grid, tokens_to_map
 
 log = logging.getLogger(__name__)
@@ -35,18 +38,26 @@ ReduceFn = Callable[[torch.Tensor], Reduced]
 
 class FeatureRecorder:
     def __init__(self, layers: Sequence[Selected], reduce_fn: ReduceFn,
-                 watch: Optional[nn.Module] = None) -> None:
+                 watch: Optional[nn.Module] = None, root: Optional[nn.Module] = None) -> None:
         self.layers = list(layers)
         self.reduce_fn = reduce_fn
-        self.watch = watch
+        self.watch = watch  # the backbone: its input is the image, or the current slide window
+        self.root = root  # the segmentor: its input is the whole image
+        self.slide = slide_windows(root) if root is not None else None
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
         self._records: Dict[str, Dict[str, List[Reduced]]] = {}
-        self._calls: Dict[str, int] = {}
+        self._stitchers: Dict[str, Dict[str, Stitcher]] = {}
+        self._calls: Dict[tuple, int] = {}
         self._aspect: Optional[float] = None  # height / width of what `watch` last saw
+        self._input_hw: Tuple[int, int] = (0, 0)
+        self._windows: List[Window] = []  # this forward's slide windows
+        self._window = -1  # the window the model is in: one per call of `watch`
         self.skipped: Dict[str, str] = {}  # sub-name -> why it was not recorded
 
     def __enter__(self) -> "FeatureRecorder":
         try:
+            if self.slide is not None:
+                self._handles.append(self.root.register_forward_pre_hook(self._start_forward, with_kwargs=True))
             if self.watch is not None:
                 self._handles.append(self.watch.register_forward_pre_hook(self._see_input))
             for layer in self.layers:
@@ -68,19 +79,35 @@ class FeatureRecorder:
         out: Dict[str, List[Reduced]] = {}
         for layer in self.layers:
             out.update(self._records.get(layer.name, {}))
+            for name, stitcher in self._stitchers.get(layer.name, {}).items():
+                out[name] = [self.reduce_fn(item) for item in stitcher.result()]
         self._records.clear()
+        self._stitchers.clear()
         self._calls.clear()
+        self._windows, self._window = [], -1
         return out
+
+    def _start_forward(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:
+        """The segmentor is called on the whole image: lay out this forward's slide windows."""
+        x = kwargs.get("inputs", args[0] if args else None)
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            self._input_hw = (x.shape[-2], x.shape[-1])
+            self._windows, self._window = self.slide.windows(*self._input_hw), -1
 
     def _see_input(self, module: nn.Module, args: Any) -> None:
         x = args[0] if args else None
         if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[-1] > 0:
             self._aspect = x.shape[-2] / x.shape[-1]
+            self._window += 1  # under slide inference the backbone runs once per window
+
+    def _current_window(self) -> Optional[Window]:
+        return self._windows[self._window] if 0 <= self._window < len(self._windows) else None
 
     def _hook_for(self, layer: Selected) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, kwargs: Dict[str, Any], output: Any) -> None:
-            call = self._calls.get(layer.name, 0) + 1
-            self._calls[layer.name] = call
+            key = (layer.name, self._window if self._current_window() else None)
+            call = self._calls.get(key, 0) + 1
+            self._calls[key] = call
             name = layer.name if call == 1 else f"{layer.name}#{call}"
             picked = _pick(output, layer.pick, layer.module_name)
             hints = [*args, *kwargs.values(), *(output if isinstance(output, (tuple, list)) else ())]
@@ -97,7 +124,11 @@ class FeatureRecorder:
                                      "factorisation matches the image's aspect ratio")
                     return
                 output = tokens_to_map(output, grid)
-            if output.dim() == 4:  # (B, C, H, W): one map per batch item
+            window = self._current_window()
+            if output.dim() == 4 and window is not None:  # a slide window: stitch, reduce in pop()
+                stitchers = self._stitchers.setdefault(layer, {})
+                stitchers.setdefault(name, Stitcher(self._input_hw)).add(output.detach(), window)
+            elif output.dim() == 4:  # (B, C, H, W): one map per batch item
                 self._records.setdefault(layer, {})[name] = [self.reduce_fn(item) for item in output]
             else:
                 self._skip(name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "

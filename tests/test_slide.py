@@ -1,0 +1,111 @@
+"""Slide inference: each layer gives one map of the whole image, stitched and averaged like mmseg's logits."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from torch import nn
+
+from featvis.layer_selection import select_layers
+from featvis.recorder import FeatureRecorder
+from featvis.reductions import reduce
+from featvis.slide import SlideWindows
+from tests.conftest import run_cli
+
+CROP, STRIDE, H, W = 32, 24, 32, 80  # three windows across: x in [0,32), [24,56), [48,80)
+
+
+def _register_probe():
+    from mmseg.registry import MODELS
+
+    @MODELS.register_module(name="SlideProbe", force=True)
+    class SlideProbe(nn.Module):
+        """Outputs what is known analytically: the input average-pooled by 4 (a function of
+        absolute position, identical where windows overlap) and the index of the window."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            pooled = F.avg_pool2d(x, 4)
+            marker = torch.full_like(pooled[:, :1], float(self.calls))
+            self.calls += 1
+            return [pooled, marker]
+
+
+def _model():
+    from mmseg.apis import init_model
+
+    _register_probe()
+    cfg = Config(dict(
+        model=dict(type="EncoderDecoder",
+                   data_preprocessor=dict(type="SegDataPreProcessor", mean=[0, 0, 0], std=[1, 1, 1],
+                                          bgr_to_rgb=False),
+                   backbone=dict(type="SlideProbe"),
+                   decode_head=dict(type="FCNHead", in_channels=3, in_index=0, channels=4, num_convs=1,
+                                    num_classes=3, norm_cfg=None, align_corners=False),
+                   test_cfg=dict(mode="slide", crop_size=(CROP, CROP), stride=(STRIDE, STRIDE))),
+        test_pipeline=[dict(type="LoadImageFromFile"), dict(type="PackSegInputs")]))
+    return init_model(cfg, None, device="cpu")
+
+
+def _image():
+    y, x = np.mgrid[0:H, 0:W]
+    return np.stack([x, y, x + y], -1).astype(np.uint8)  # every pixel says where it is
+
+
+def test_windows_follow_mmseg_order_and_cover_the_input():
+    assert SlideWindows((CROP, CROP), (STRIDE, STRIDE)).windows(H, W) == [(0, 32, 0, 32), (0, 32, 24, 56),
+                                                                          (0, 32, 48, 80)]
+    windows = SlideWindows((1024, 1024), (768, 768)).windows(1024, 2048)
+    assert len(windows) == 3 and windows[-1] == (0, 1024, 1024, 2048)
+
+
+def test_stitched_map_equals_the_whole_image_map_pixel_by_pixel():
+    from mmseg.apis import inference_model
+
+    model = _model()
+    image = _image()
+    with FeatureRecorder(select_layers(model, ["backbone", "decode_head.conv_seg"]), partial(reduce, "squeeze_mean"),
+                         watch=model.backbone, root=model) as rec:
+        inference_model(model, image)
+        maps = rec.pop()
+    assert list(maps) == ["backbone[0]", "backbone[1]", "decode_head.conv_seg"]  # one map each, no name#2
+    whole = F.avg_pool2d(torch.from_numpy(image).permute(2, 0, 1)[None].float(), 4)[0].mean(0)
+    assert torch.allclose(maps["backbone[0]"][0].maps[0], whole, atol=1e-4)
+    # overlaps are averaged as mmseg averages logits: columns seen by windows 0+1 and 1+2
+    expected = torch.tensor([0.0] * 6 + [0.5] * 2 + [1.0] * 4 + [1.5] * 2 + [2.0] * 6).expand(H // 4, -1)
+    assert torch.equal(maps["backbone[1]"][0].maps[0], expected)
+    assert maps["decode_head.conv_seg"][0].maps.shape == (1, H // 4, W // 4)
+
+
+def test_select_max_picks_one_channel_for_the_whole_image():
+    from mmseg.apis import inference_model
+
+    model = _model()
+    with FeatureRecorder(select_layers(model, ["backbone[0]"]), partial(reduce, "select_max"),
+                         watch=model.backbone, root=model) as rec:
+        inference_model(model, _image())
+        (reduced,) = rec.pop()["backbone[0]"]
+    assert reduced.channels == [2]  # x + y: the largest sum over the whole image, in every window
+
+
+@pytest.mark.slow
+def test_segformer_slide_inference_gives_one_stitched_map_per_layer(tmp_path):
+    import cv2
+
+    image = tmp_path / "city.png"  # the test pipeline resizes it to 1024x2048: three 1024x1024 windows
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (128, 256, 3), dtype=np.uint8))
+    out = tmp_path / "X"
+    proc = run_cli("model=segformer", "model.checkpoint=null", "layers=decoder", f"image={image}",
+                   "backends=[local]", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    maps = sorted(p.stem for p in (out / "featvis" / "local" / "city" / "featmap").iterdir())
+    assert maps == ["decode_head.conv_seg", "decode_head.convs.0", "decode_head.convs.1", "decode_head.convs.2",
+                    "decode_head.convs.3", "decode_head.fusion_conv"]
+    picture = cv2.imread(str(out / "featvis" / "local" / "city" / "featmap" / "decode_head.fusion_conv.png"))
+    assert picture.shape == (128, 256, 3)
