@@ -109,3 +109,38 @@ def test_segformer_slide_inference_gives_one_stitched_map_per_layer(tmp_path):
                     "decode_head.convs.3", "decode_head.fusion_conv"]
     picture = cv2.imread(str(out / "featvis" / "local" / "city" / "featmap" / "decode_head.fusion_conv.png"))
     assert picture.shape == (128, 256, 3)
+
+
+def test_whole_mode_maps_are_cropped_of_padding_and_resized_back_to_the_original():
+    """Keep-ratio resize x2, then padding to a multiple of 32: the drawn map must line up
+    with the original image, with no padding dragged into it."""
+    from mmseg.apis import inference_model, init_model
+
+    from featvis.rendering import align
+
+    _register_probe()
+    cfg = Config(dict(
+        model=dict(type="EncoderDecoder",
+                   data_preprocessor=dict(type="SegDataPreProcessor", mean=[0, 0, 0], std=[1, 1, 1],
+                                          bgr_to_rgb=False, size_divisor=32, test_cfg=dict(size_divisor=32)),
+                   backbone=dict(type="SlideProbe"),
+                   decode_head=dict(type="FCNHead", in_channels=3, in_index=0, channels=4, num_convs=1,
+                                    num_classes=3, norm_cfg=None, align_corners=False),
+                   test_cfg=dict(mode="whole")),
+        test_pipeline=[dict(type="LoadImageFromFile"), dict(type="Resize", scale=(140, 60), keep_ratio=True),
+                       dict(type="PackSegInputs")]))
+    model = init_model(cfg, None, device="cpu")
+    h, w = 30, 70
+    y, x = np.mgrid[0:h, 0:w]
+    image = np.stack([x, y, x + y], -1).astype(np.uint8)
+    with FeatureRecorder(select_layers(model, ["backbone[0]"]), partial(reduce, "squeeze_mean"),
+                         watch=model.backbone, root=model) as rec:
+        sample = inference_model(model, image)
+        (reduced,) = rec.pop()["backbone[0]"]
+    assert tuple(sample.metainfo["img_shape"]) == (60, 140) and reduced.maps.shape == (1, 16, 40)  # padded 64x160
+    drawn = align(reduced.maps[0], sample.metainfo, (h, w))
+    expected = (2 * x + 2 * y) / 3  # the channel mean of the image itself
+    assert drawn.shape == (h, w)
+    assert np.abs(drawn - expected).max() < 2.5  # pooling and resampling blur, nothing more
+    uncropped = align(reduced.maps[0], {}, (h, w))  # what drawing the padded map would give
+    assert np.abs(uncropped - expected).max() > 20
