@@ -32,20 +32,27 @@ def debug() -> bool:
 
 
 def job(cfg: DictConfig) -> None:
-    """The body of one Hydra job.
+    """The body of one Hydra job: `mode=run` draws the layers, `mode=list` prints the model's modules.
 
-    A failed single run prints its one line and exits 1 here, before Hydra adds a line
-    of its own; a failed multirun job re-raises, so the launcher still runs the others.
+    A listing writes no featvis results and opens no backends (no W&B run). A failed
+    single run prints its one line and exits 1 here, before Hydra adds a line of its own;
+    a failed multirun job re-raises, so the launcher still runs the others.
     """
     from featvis import job as job_info
-    from featvis import pipeline
 
     logging.captureWarnings(True)  # library warnings go to the job's log, not to stderr
     for noise in _LIBRARY_NOISE:  # warnings about training-time settings that do not apply here
         warnings.filterwarnings("ignore", message=noise)
     info = job_info.from_hydra()
     try:
-        pipeline.run(cfg, info)
+        if cfg.mode == "list":
+            from featvis import listing
+
+            print(listing.list_modules(cfg), flush=True)
+        else:
+            from featvis import pipeline
+
+            pipeline.run(cfg, info)  # checks `mode` too: an unknown one fails there in one line
     except Exception as err:
         log.error("featvis: error: %s", one_line(err))  # kept in the job's own log file
         if debug() or info.sweep_dir is not None:

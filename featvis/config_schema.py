@@ -61,7 +61,14 @@ class WandbConfig:
 
 
 @dataclass
+class ListingConfig:
+    filter: str = "*"  # `mode=list` shows the modules whose full name matches this glob
+    max_depth: Optional[int] = None  # and whose depth (dots + 1) is at most this; null = all
+
+
+@dataclass
 class Config:
+    mode: str = "run"  # run: draw the layers | list: print the model's modules, shapes and presets
     model: ModelConfig = MISSING
     layers: LayersConfig = MISSING
     reduction: ReductionConfig = MISSING
@@ -71,6 +78,7 @@ class Config:
     device: str = "auto"  # auto = cuda if available, else cpu
     alpha: float = 0.5  # weight of the heat map over the image
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    listing: ListingConfig = field(default_factory=ListingConfig)
 
 
 def register_configs() -> None:
@@ -84,6 +92,7 @@ def register_configs() -> None:
     cs.store(group="model", name="base_model", node=ModelConfig)
 
 
+MODES = ("run", "list")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -102,6 +111,14 @@ def validate(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:
         raise ConfigError(_interpolation_hint(cfg, err)) from err
 
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r} is unknown: use mode=run (draw layers) or mode=list "
+                          "(list the model's modules)")
+    if not cfg.listing.filter:
+        raise ConfigError("listing.filter is empty: use a glob such as listing.filter='decode_head.*' "
+                          "(default '*': every module)")
+    if cfg.listing.max_depth is not None and cfg.listing.max_depth < 1:
+        raise ConfigError(f"listing.max_depth={cfg.listing.max_depth} must be at least 1 (or null for all)")
     if not cfg.layers.names:
         raise ConfigError("layers.names is empty: pick a preset (layers=decoder) or list names, "
                           "e.g. layers.names=[decode_head.conv_seg]")

@@ -91,10 +91,16 @@ def select_layers(model: nn.Module, specs: Sequence[str]) -> List[Selected]:
     return list(chosen.values())
 
 
-def _not_found(spec: str, pattern: str, names: List[str]) -> str:
-    close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.4)
+def closest_names(pattern: str, names: Sequence[str], n: int = 5) -> List[str]:
+    """The module names closest to `pattern`; the top-level modules when none is close."""
+    close = difflib.get_close_matches(pattern, list(names), n=n, cutoff=0.4)
     if not close:  # far from any name: show where the top-level modules are
-        close = sorted({n.split(".")[0] for n in names})[:5]
+        close = sorted({name.split(".")[0] for name in names})[:n]
+    return close
+
+
+def _not_found(spec: str, pattern: str, names: List[str]) -> str:
+    close = closest_names(pattern, names)
     what = "pattern" if is_glob(pattern) else "layer"
     return (f"{what} {spec!r} matches no module of the model; closest: {', '.join(close)}; "
             "fix layers.names (python run.py mode=list shows every module)")
