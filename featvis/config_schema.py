@@ -28,6 +28,9 @@ class ModelConfig:
     name: str = MISSING  # short name, used in run names
     config: str = MISSING  # a path, `mmseg::<algo>/<file>.py` or `featvis::<file>`
     checkpoint: Optional[str] = None  # a path, a URL, `featvis::<file>`, or null = random init
+    # Checkpoints are pickles: by default they load with torch's weights_only=True, which
+    # cannot run code. true = full unpickling, for checkpoints from a source you trust only.
+    trust_checkpoint: bool = False
     # layer presets of this model, picked by the `layers` group: {preset: [names or globs]}
     layer_presets: Dict[str, List[str]] = field(default_factory=dict)
 
@@ -43,6 +46,18 @@ class ReductionConfig:
     name: str = MISSING  # a key of featvis.reductions.REDUCTIONS
     topk: int = 4  # channels drawn by `topk`
     arrangement: List[int] = field(default_factory=lambda: [2, 2])  # rows, cols of the topk grid
+    target_class: Optional[str] = None  # class_map, gradcam: a class name or index of the dataset
+    shared_basis: bool = False  # pca_rgb: fit one basis over all images, so colours match across them
+
+
+@dataclass
+class NormalizeConfig:
+    mode: str = "per_map"  # per_map (MMEngine's min-max) | shared (one range per layer over the run)
+    #                        | fixed (`range`) | percentile (clip to `percentiles` per map)
+    range: List[float] = field(default_factory=lambda: [0.0, 1.0])  # low, high for mode=fixed
+    percentiles: List[float] = field(default_factory=lambda: [1.0, 99.0])  # low, high for mode=percentile
+    colormap: str = "auto"  # auto (diverging for signed maps, jet otherwise) | jet | diverging
+    scale_bar: bool = True  # draw the colour scale and its range on each picture
 
 
 @dataclass
@@ -77,6 +92,11 @@ class Config:
     gt_mask: Optional[str] = None  # a file, a folder or a glob; matched to images by file stem
     device: str = "auto"  # auto = cuda if available, else cpu
     alpha: float = 0.5  # weight of the heat map over the image
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    max_images: Optional[int] = None  # at most this many images (null: all)
+    sample: str = "first"  # first | random (seeded by `seed`): which images when max_images is set
+    seed: int = 0
+    data_root: Optional[str] = None  # image=dataset:<split>: where the config's dataset lives
     wandb: WandbConfig = field(default_factory=WandbConfig)
     listing: ListingConfig = field(default_factory=ListingConfig)
 
