@@ -58,7 +58,7 @@ def job(cfg: DictConfig) -> None:
         if debug() or info.sweep_dir is not None:
             raise
         print(f"featvis: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(getattr(err, "exit_code", 1))
 
 
 def main(app: Callable[[], None]) -> None:
@@ -75,7 +75,7 @@ def main(app: Callable[[], None]) -> None:
         if debug():
             raise
         print(f"featvis: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(getattr(err, "exit_code", 1))
 
 
 def one_line(err: BaseException) -> str:

@@ -22,3 +22,13 @@ class CheckpointError(FeatvisError):
 
 class LayerNotFoundError(FeatvisError):
     """A requested layer name or pattern matches no module of the model."""
+
+
+class SkippedImagesError(FeatvisError):
+    """The job ran, but some images could not be used: their results are missing."""
+
+    exit_code = 3  # tells "done, with images skipped" apart from a failed job (1)
+
+
+class ReductionError(FeatvisError):
+    """A reduction cannot be applied: a missing option, or a layer it does not fit."""

@@ -9,11 +9,14 @@ only when the job completes. A failed job never leaves results that look complet
 from __future__ import annotations
 
 import logging
+import queue
 import shutil
+import sys
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -21,9 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from featvis import inputs, rendering
 from featvis.backends.run_info import RunInfo
 from featvis.config_schema import validate
+from featvis.errors import SkippedImagesError
 from featvis.job import JobInfo
 from featvis.layer_selection import select_layers
 from featvis.model_loader import LoadedModel, load_model
+from featvis.paths import resolve_model_config
 from featvis.recorder import FeatureRecorder
 from featvis.reductions import Reduced, reduce
 from featvis.visualizer import FeatureVisualizer
@@ -42,7 +47,11 @@ class JobResult:
 
 def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     validate(cfg)
-    samples = inputs.collect(cfg.image, cfg.gt_mask)
+    collected = _collect(cfg)
+    samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
+    problems = list(collected.problems)  # images set aside; more may join while decoding
+    for problem in problems:
+        log.warning("skipping %s: %s", problem.path, problem.message)
     if cfg.gt_mask and not any(s.mask_path for s in samples):
         log.info("gt_mask=%s matched none of the images by file stem: no ground truth shown", cfg.gt_mask)
 
@@ -53,39 +62,129 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     run_info = RunInfo(name=job.name, job_type=job.job_type, group=cfg.wandb.group or job.group, config=resolved)
     visualizer = FeatureVisualizer(OmegaConf.to_container(cfg.backends), staging, run_info)
 
-    loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device)
+    loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device,
+                        trust_checkpoint=cfg.model.trust_checkpoint)
     layers = select_layers(loaded.model, list(cfg.layers.names))
     log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(l.name for l in layers))
     reduce_fn = partial(reduce, cfg.reduction.name, topk=cfg.reduction.topk)
 
     result = JobResult(output_dir=final)
-    warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
     watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
     with visualizer, FeatureRecorder(layers, reduce_fn, watch, root=loaded.model) as recorder:
         visualizer.start()  # every input is checked by now: open W&B while the model runs
         visualizer.add_config(resolved)
-        for step, item in enumerate(inputs.iter_loaded(samples)):
-            panels = _process(cfg, loaded, recorder, item, warned)
-            for name, (image, caption) in panels.items():
-                visualizer.add_image(name, image, step=step, image_id=item.sample.stem, caption=caption)
-            result.images.append(item.sample.stem)
-            result.panels[item.sample.stem] = list(panels)
-            log.info("[%d/%d] %s: %d pictures", step + 1, len(samples), item.sample.stem, len(panels))
+        with Drawer(cfg, loaded, visualizer, result) as drawer:
+            for item in _progress(inputs.iter_loaded(samples, problems), len(samples)):
+                sample = _infer(loaded, item)
+                drawer.submit(Recorded(item, sample, recorder.pop()))
+    if not result.images:  # every image failed to decode: nothing to show
+        raise inputs.InputError(problems[0].message)
     shutil.rmtree(final, ignore_errors=True)  # an earlier complete job in this folder: replaced
     staging.rename(final)
     log.info("results in %s", final)
     for offline in sorted((final / "wandb").glob("offline-run-*")):
         log.info("upload the offline W&B run with: wandb sync %s", offline)
+    if problems:
+        _report_skipped(problems, result)
     return result
 
 
-def _process(cfg: DictConfig, loaded: LoadedModel, recorder: FeatureRecorder,
-             item: inputs.Loaded, warned: Set[Tuple[str, str]]) -> Dict[str, tuple]:
-    """Run the model on one image and draw its panels: {name: (RGB picture, caption)}."""
+def _collect(cfg: DictConfig) -> inputs.Collected:
+    if cfg.image.startswith(inputs.DATASET_PREFIX):
+        return inputs.collect_dataset(cfg.image[len(inputs.DATASET_PREFIX):],
+                                      resolve_model_config(cfg.model.config), cfg.data_root)
+    return inputs.collect(cfg.image, cfg.gt_mask)
+
+
+def _infer(loaded: LoadedModel, item: inputs.Loaded):
     from mmseg.apis import inference_model
 
-    sample = inference_model(loaded.model, item.image_bgr)
-    maps = recorder.pop()
+    return inference_model(loaded.model, item.image_bgr)
+
+
+def _report_skipped(problems: List[inputs.Problem], result: JobResult) -> None:
+    (result.output_dir / "skipped.txt").write_text("".join(f"{p.path}\t{p.message}\n" for p in problems))
+    first = problems[0]
+    raise SkippedImagesError(f"{len(problems)} image(s) skipped, first {first.path.name}: {first.message}; "
+                             f"the other {len(result.images)} are in {result.output_dir} "
+                             "(skipped.txt lists every skipped image)")
+
+
+def _progress(items: Iterable[inputs.Loaded], total: int) -> Iterator[inputs.Loaded]:
+    """A progress line on an interactive terminal; the job log has a line per image anyway."""
+    tty = sys.stderr.isatty()
+    for i, item in enumerate(items):
+        if tty:
+            sys.stderr.write(f"\rfeatvis [{i + 1}/{total}] {item.sample.stem[:40]:<40}")
+            sys.stderr.flush()
+        yield item
+    if tty:
+        sys.stderr.write("\n")
+
+
+@dataclass
+class Recorded:
+    item: inputs.Loaded
+    sample: Any  # mmseg's SegDataSample: prediction and the image's metainfo
+    maps: Dict[str, List[Reduced]]
+
+
+class Drawer:
+    """Draws and logs each image's panels in a worker thread, while the model runs the next.
+
+    A bounded queue keeps at most `depth` images waiting, so memory stays flat; an error
+    in the worker stops the job at the next submit or when the drawer closes.
+    """
+
+    def __init__(self, cfg: DictConfig, loaded: LoadedModel, visualizer: FeatureVisualizer,
+                 result: JobResult, depth: int = 2) -> None:
+        self.cfg, self.loaded, self.visualizer, self.result = cfg, loaded, visualizer, result
+        self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
+        self._queue: "queue.Queue[Optional[Recorded]]" = queue.Queue(maxsize=depth)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._work, name="featvis-draw", daemon=True)
+
+    def __enter__(self) -> "Drawer":
+        self._thread.start()
+        return self
+
+    def submit(self, recorded: Recorded) -> None:
+        self._raise_worker_error()
+        self._queue.put(recorded)
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self._queue.put(None)  # the worker stops after what is queued
+        self._thread.join()
+        if exc_type is None:
+            self._raise_worker_error()
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while (recorded := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so the producer never blocks
+            try:
+                self._draw_and_log(recorded)
+            except BaseException as err:  # re-raised in the job's thread
+                self._error = err
+
+    def _draw_and_log(self, recorded: Recorded) -> None:
+        step, stem = len(self.result.images), recorded.item.sample.stem
+        panels = _panels(self.cfg, self.loaded, recorded, self.warned)
+        for name, (image, caption) in panels.items():
+            self.visualizer.add_image(name, image, step=step, image_id=stem, caption=caption)
+        self.result.images.append(stem)
+        self.result.panels[stem] = list(panels)
+        log.info("[%d] %s: %d pictures", step + 1, stem, len(panels))
+
+
+def _panels(cfg: DictConfig, loaded: LoadedModel, recorded: Recorded,
+            warned: Set[Tuple[str, str]]) -> Dict[str, tuple]:
+    """One image's panels: {name: (RGB picture, caption)}."""
+    item, sample = recorded.item, recorded.sample
     palette = loaded.dataset_meta["palette"]
     stem, image = item.sample.stem, item.image_rgb
     panels: Dict[str, tuple] = {"input": (image, stem)}
@@ -93,7 +192,7 @@ def _process(cfg: DictConfig, loaded: LoadedModel, recorder: FeatureRecorder,
         panels["ground_truth"] = (rendering.overlay_labels(item.gt, image, palette, 0.5), f"{stem} ground truth")
     pred = sample.pred_sem_seg.data[0].cpu().numpy()
     panels["prediction"] = (rendering.overlay_labels(pred, image, palette, 0.5), f"{stem} prediction")
-    for layer, per_item in maps.items():
+    for layer, per_item in recorded.maps.items():
         reduced: Reduced = per_item[0]  # one image per forward
         labels = [f"ch {c}" for c in reduced.channels] if reduced.channels and len(reduced.channels) > 1 else None
         picture = rendering.overlay_maps(reduced.maps, image, sample.metainfo, cfg.alpha,

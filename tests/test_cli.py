@@ -98,3 +98,16 @@ def test_debug_switch_shows_the_traceback(tmp_path):
     proc = run_cli(f"image={tmp_path}/nope.png", f"hydra.run.dir={tmp_path}", FEATVIS_DEBUG="1")
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "InputError" in proc.stderr
+
+
+def test_skipped_image_exits_3_with_one_line_and_keeps_the_others(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(DEMO_IMAGE.read_bytes())
+    (folder / "bad.png").write_bytes(b"not a png")
+    out = tmp_path / "X"
+    proc = run_cli(f"image={folder}", "backends=[local]", f"hydra.run.dir={out}")
+    assert proc.returncode == 3
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("featvis: error: 1 image(s) skipped, first bad.png")
+    assert (out / "featvis" / "local" / "good" / "prediction.png").is_file()

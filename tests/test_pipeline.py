@@ -172,3 +172,47 @@ def test_tensorboard_backend_from_mmengine_gets_the_same_panels(tmp_path):
     events.Reload()
     assert sorted(events.Tags()["images"]) == sorted(result.panels["scene_000"])
     assert events.Images("prediction")[0].width == 256
+
+
+def test_dataset_split_of_the_model_config_gives_images_and_ground_truth(tmp_path):
+    result = pipeline.run(compose_cfg("image=dataset:test", "gt_mask=null", "backends=[local]"),
+                          JobInfo(output_dir=tmp_path))
+    assert result.images == DEMO_STEMS
+    gt = _rgb(tmp_path / "featvis" / "local" / DEMO_STEMS[0] / "ground_truth.png")
+    mask = cv2.imread(str(ASSETS / "demo" / "masks" / f"{DEMO_STEMS[0]}.png"), cv2.IMREAD_UNCHANGED)
+    image = _rgb(ASSETS / "demo" / "images" / f"{DEMO_STEMS[0]}.png")
+    from featvis.demo.scenes import PALETTE
+    assert np.array_equal(gt, rendering.overlay_labels(mask, image, PALETTE, 0.5))
+
+
+def test_unknown_dataset_split_names_the_ones_there(tmp_path):
+    from featvis.errors import InputError
+
+    with pytest.raises(InputError, match=r"no val_dataloader; use one of \['test'\]"):
+        pipeline.run(compose_cfg("image=dataset:val", "backends=[local]"), JobInfo(output_dir=tmp_path))
+
+
+def test_max_images_and_random_sampling(tmp_path):
+    result = pipeline.run(compose_cfg("max_images=2", "sample=random", "seed=3", "backends=[local]"),
+                          JobInfo(output_dir=tmp_path / "a"))
+    again = pipeline.run(compose_cfg("max_images=2", "sample=random", "seed=3", "backends=[local]"),
+                         JobInfo(output_dir=tmp_path / "b"))
+    assert len(result.images) == 2 and result.images == again.images
+
+
+def test_bad_image_is_skipped_the_others_logged_and_the_job_says_so(tmp_path):
+    from featvis.errors import SkippedImagesError
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for stem in DEMO_STEMS[:2]:
+        (folder / f"{stem}.png").write_bytes((ASSETS / "demo" / "images" / f"{stem}.png").read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    with pytest.raises(SkippedImagesError, match="1 image\\(s\\) skipped, first broken.png") as err:
+        pipeline.run(compose_cfg(f"image={folder}", "backends=[local,wandb]"), JobInfo(output_dir=out))
+    assert err.value.exit_code == 3
+    assert sorted(p.name for p in (out / "featvis" / "local").iterdir() if p.is_dir()) == DEMO_STEMS[:2]
+    assert "broken.png" in (out / "featvis" / "skipped.txt").read_text()
+    (run_dir,) = wandb_runs(out / "featvis")
+    assert len(history(wandb_records(run_dir))) == 2

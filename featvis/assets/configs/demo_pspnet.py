@@ -67,3 +67,18 @@ test_pipeline = [
     dict(type='Resize', scale=(256, 256), keep_ratio=True),
     dict(type='PackSegInputs'),
 ]
+
+# The shipped demo scenes as an ordinary mmseg dataset, so that `image=dataset:test`
+# works out of the box (featvis reads image and mask paths from it).
+test_dataloader = dict(
+    batch_size=1,
+    dataset=dict(
+        type='BaseSegDataset',
+        data_root='{{ fileDirname }}/../demo',
+        data_prefix=dict(img_path='images', seg_map_path='masks'),
+        img_suffix='.png',
+        seg_map_suffix='.png',
+        metainfo=dict(
+            classes=('background', 'circle', 'square', 'triangle'),
+            palette=[[72, 72, 72], [230, 25, 75], [60, 180, 75], [0, 130, 200]]),
+        pipeline=test_pipeline))
