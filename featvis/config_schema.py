@@ -168,6 +168,19 @@ def validate(cfg: DictConfig) -> None:
         if backend.type not in known:
             raise ConfigError(f"backends.{key}.type={backend.type!r} is not in MMEngine's VISBACKENDS "
                               f"registry: use one of {sorted(known)}")
+    norm = cfg.normalize
+    if norm.mode not in ("per_map", "shared", "fixed", "percentile"):
+        raise ConfigError(f"normalize.mode={norm.mode!r} is unknown: use one of "
+                          "['per_map', 'shared', 'fixed', 'percentile']")
+    if norm.colormap not in ("auto", "jet", "diverging"):
+        raise ConfigError(f"normalize.colormap={norm.colormap!r} is unknown: use one of "
+                          "['auto', 'jet', 'diverging']")
+    if (len(norm.range) != 2 or not all(abs(v) < float("inf") for v in norm.range)
+            or not norm.range[0] < norm.range[1]):
+        raise ConfigError(f"normalize.range={list(norm.range)} must be [low, high], finite, with low < high")
+    if len(norm.percentiles) != 2 or not 0.0 <= norm.percentiles[0] < norm.percentiles[1] <= 100.0:
+        raise ConfigError(f"normalize.percentiles={list(norm.percentiles)} must be [low, high] "
+                          "with 0 <= low < high <= 100")
 
 
 def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:

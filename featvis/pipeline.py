@@ -134,12 +134,17 @@ class Drawer:
 
     A bounded queue keeps at most `depth` images waiting, so memory stays flat; an error
     in the worker stops the job at the next submit or when the drawer closes.
+    With normalize.mode=shared the colour range of a layer depends on every image, so
+    the (small, reduced) maps of all images are kept and drawn when the last one is in.
     """
 
     def __init__(self, cfg: DictConfig, loaded: LoadedModel, visualizer: FeatureVisualizer,
                  result: JobResult, depth: int = 2) -> None:
         self.cfg, self.loaded, self.visualizer, self.result = cfg, loaded, visualizer, result
         self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
+        self.shared: Optional[Dict[str, rendering.SharedRange]] = (
+            {} if cfg.normalize.mode == "shared" else None)  # layer -> its range over the run
+        self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
         self._queue: "queue.Queue[Optional[Recorded]]" = queue.Queue(maxsize=depth)
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._work, name="featvis-draw", daemon=True)
@@ -150,9 +155,19 @@ class Drawer:
 
     def submit(self, recorded: Recorded) -> None:
         self._raise_worker_error()
-        self._queue.put(recorded)
+        if self.shared is None:
+            self._queue.put(recorded)
+            return
+        self._held.append(recorded)
+        for layer, per_item in recorded.maps.items():
+            ranges = self.shared.setdefault(layer, rendering.SharedRange())
+            for m in per_item[0].maps:
+                ranges.update(rendering.crop_valid(m, recorded.sample.metainfo))
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            for recorded in self._held:
+                self._queue.put(recorded)
         self._queue.put(None)  # the worker stops after what is queued
         self._thread.join()
         if exc_type is None:
@@ -173,7 +188,7 @@ class Drawer:
 
     def _draw_and_log(self, recorded: Recorded) -> None:
         step, stem = len(self.result.images), recorded.item.sample.stem
-        panels = _panels(self.cfg, self.loaded, recorded, self.warned)
+        panels = _panels(self.cfg, self.loaded, recorded, self.warned, self.shared)
         for name, (image, caption) in panels.items():
             self.visualizer.add_image(name, image, step=step, image_id=stem, caption=caption)
         self.result.images.append(stem)
@@ -181,8 +196,8 @@ class Drawer:
         log.info("[%d] %s: %d pictures", step + 1, stem, len(panels))
 
 
-def _panels(cfg: DictConfig, loaded: LoadedModel, recorded: Recorded,
-            warned: Set[Tuple[str, str]]) -> Dict[str, tuple]:
+def _panels(cfg: DictConfig, loaded: LoadedModel, recorded: Recorded, warned: Set[Tuple[str, str]],
+            shared: Optional[Dict[str, "rendering.SharedRange"]] = None) -> Dict[str, tuple]:
     """One image's panels: {name: (RGB picture, caption)}."""
     item, sample = recorded.item, recorded.sample
     palette = loaded.dataset_meta["palette"]
@@ -195,9 +210,13 @@ def _panels(cfg: DictConfig, loaded: LoadedModel, recorded: Recorded,
     for layer, per_item in recorded.maps.items():
         reduced: Reduced = per_item[0]  # one image per forward
         labels = [f"ch {c}" for c in reduced.channels] if reduced.channels and len(reduced.channels) > 1 else None
-        picture = rendering.overlay_maps(reduced.maps, image, sample.metainfo, cfg.alpha,
-                                         cfg.reduction.arrangement, labels)
-        panels[f"featmap/{layer}"] = (picture, _caption(stem, layer, cfg.reduction.name, reduced, warned))
+        rule = rendering.ScaleRule.from_config(cfg.normalize, shared=shared[layer].range() if shared else None)
+        picture, scales = rendering.overlay_maps(reduced.maps, image, sample.metainfo, cfg.alpha,
+                                                 cfg.reduction.arrangement, labels, scale=rule,
+                                                 scale_bar=cfg.normalize.scale_bar, return_scales=True)
+        caption = _caption(stem, layer, cfg.reduction.name, reduced, warned)
+        described = sorted({rendering.describe(s) for s in scales if s is not None})
+        panels[f"featmap/{layer}"] = (picture, " | ".join([caption, *described]))
     return panels
 
 

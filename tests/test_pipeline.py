@@ -71,6 +71,9 @@ def test_feature_maps_are_overlays_of_the_image(default_job):
     image = _rgb(out / "featvis" / "local" / stem / "input.png").astype(int)
     fmap = _rgb(out / "featvis" / "local" / stem / "featmap" / "decode_head.conv_seg.png").astype(int)
     assert fmap.shape == image.shape
+    bar = rendering.scale_bar_rows(*image.shape[:2])  # the colour scale drawn over the bottom rows
+    assert np.abs(fmap[-bar:] - image[-bar:]).mean() > 10
+    fmap, image = fmap[:-bar], image[:-bar]
     heat = 2 * fmap - image  # alpha 0.5: what was blended over the image
     assert heat.min() >= -2 and heat.max() <= 257  # a real colour map, not a copy of the image
     assert np.abs(fmap - image).mean() > 10
@@ -216,3 +219,21 @@ def test_bad_image_is_skipped_the_others_logged_and_the_job_says_so(tmp_path):
     assert "broken.png" in (out / "featvis" / "skipped.txt").read_text()
     (run_dir,) = wandb_runs(out / "featvis")
     assert len(history(wandb_records(run_dir))) == 2
+
+
+def test_captions_give_the_colour_scale_and_signed_maps_diverge(default_job):
+    out, _ = default_job
+    (run_dir,) = wandb_runs(out / "featvis")
+    row = history(wandb_records(run_dir))[0]
+    assert row["featmap/decode_head.conv_seg.caption"].endswith(", diverging")  # logits: signed
+    assert "(per map)" in row["featmap/decode_head.bottleneck.caption"]
+
+
+def test_shared_normalization_gives_every_image_the_same_range_per_layer(tmp_path):
+    pipeline.run(compose_cfg("normalize.mode=shared", "backends=[wandb]"), JobInfo(output_dir=tmp_path))
+    (run_dir,) = wandb_runs(tmp_path / "featvis")
+    rows = history(wandb_records(run_dir))
+    for layer in ("decode_head.bottleneck", "decode_head.conv_seg"):
+        captions = [row[f"featmap/{layer}.caption"] for row in rows]
+        ranges = {c.split(" | ")[-1] for c in captions}
+        assert len(captions) == len(DEMO_STEMS) and len(ranges) == 1 and "shared over run" in ranges.pop()

@@ -1,7 +1,10 @@
+import cv2
 import numpy as np
+import pytest
 import torch
 
 from featvis import rendering
+from featvis.colormaps import DIVERGING, JET, LUTS, NEUTRAL
 
 
 def test_heatmap_is_rgb_high_values_red_low_values_blue():
@@ -70,3 +73,173 @@ def test_rounding_noise_is_a_constant_map_drawn_as_the_plain_image():
 def test_nan_drawn_as_minimum_and_all_nan_is_constant():
     assert rendering.normalize(np.array([[np.nan, 0.0], [1.0, 2.0]])).tolist() == [[0, 0], [127, 255]]
     assert rendering.is_constant(np.full((2, 2), np.nan))
+
+
+# --------------------------------------------------------------------------- normalize.*
+
+JET_LUT, DIV_LUT = LUTS[JET], LUTS[DIVERGING]
+
+
+def _old_overlay(maps, image, meta, alpha):
+    """featvis's heat map before normalize.* (MMEngine's draw_featmap), copied verbatim."""
+    values = rendering.align(maps[0], meta, image.shape[:2])
+    finite = values[np.isfinite(values)]
+    lo, hi = float(finite.min()), float(finite.max())
+    cleaned = np.nan_to_num(values, nan=lo, posinf=lo, neginf=lo)
+    norm = ((cleaned - lo) * (255.0 / (hi - lo))).clip(0, 255).astype(np.uint8)
+    heat = cv2.cvtColor(cv2.applyColorMap(norm, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+
+
+def test_per_map_reproduces_mmengine_min_max_jet_exactly():
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.rand(1, 12, 16, generator=gen) * 7.0 + 0.5  # positive: JET in auto mode too
+    meta = {"img_shape": (40, 60), "batch_input_shape": (48, 64)}
+    image = (torch.rand(50, 75, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    expected = _old_overlay(maps, image, meta, 0.4)
+    assert np.array_equal(rendering.overlay_maps(maps, image, meta, 0.4), expected)
+    rule = rendering.ScaleRule("per_map")
+    picture, (scale,) = rendering.overlay_maps(maps, image, meta, 0.4, scale=rule, return_scales=True)
+    assert np.array_equal(picture, expected)
+    assert scale.colormap == JET and not scale.signed
+
+
+def test_fixed_range_clips_to_the_end_colours():
+    values = np.array([[-3.0, 0.0, 5.0, 10.0, 50.0]], np.float32)
+    scale = rendering.scale_for(values, "fixed", range=(0.0, 10.0))
+    assert (scale.lo, scale.hi, scale.colormap) == (0.0, 10.0, JET)
+    rgb = rendering.colorize(values, scale)
+    assert rgb[0].tolist() == [JET_LUT[0].tolist(), JET_LUT[0].tolist(), JET_LUT[127].tolist(),
+                               JET_LUT[255].tolist(), JET_LUT[255].tolist()]
+
+
+def test_same_scale_tells_magnitudes_apart_per_map_does_not():
+    image = np.zeros((4, 8, 3), np.uint8)
+    ramp = torch.linspace(0.0, 1.0, 8).repeat(4, 1)
+    weak, strong = (ramp * 1.0)[None], (ramp * 10.0)[None]
+    per_map = [rendering.overlay_maps(m, image, {}, 1.0) for m in (weak, strong)]
+    assert np.array_equal(*per_map)  # MMEngine: a 10x stronger map looks the same
+
+    fixed = rendering.scale_for(None, "fixed", range=(0.0, 10.0))
+    shared_range = rendering.SharedRange()
+    for m in (weak, strong):
+        shared_range.update(rendering.crop_valid(m[0], {}))
+    assert shared_range.range() == (0.0, 10.0)
+    shared = rendering.ScaleRule("shared", shared=shared_range.range())
+    for scale in (fixed, shared):
+        out_weak, out_strong = (rendering.overlay_maps(m, image, {}, 1.0, scale=scale) for m in (weak, strong))
+        assert out_strong[0, -1].tolist() == JET_LUT[255].tolist()  # strong reaches the top colour
+        assert out_weak[0, -1].tolist() == JET_LUT[25].tolist()  # weak stops at a tenth of it
+        assert out_weak[0, 0].tolist() == out_strong[0, 0].tolist() == JET_LUT[0].tolist()
+
+
+def test_percentile_ignores_a_single_outlier():
+    values = np.arange(100, dtype=np.float32).reshape(10, 10)
+    values[9, 9] = 1e6  # one outlier among 0..98
+    scale = rendering.scale_for(values, "percentile", percentiles=(0.0, 98.0))
+    assert scale.lo == 0.0 and scale.hi == pytest.approx(97.02)  # not 1e6
+    rgb = rendering.colorize(values, scale)
+    assert rgb[9, 9].tolist() == JET_LUT[255].tolist()  # the outlier is clipped to the top colour
+    assert rgb[4, 9].tolist() == JET_LUT[int(49 * 255 / 97.02)].tolist()  # the middle stays mid-scale
+    per_map = rendering.colorize(values, rendering.scale_for(values, "per_map"))
+    assert (per_map[:9] == JET_LUT[0]).all()  # min-max: everything but the outlier is bottom blue
+
+
+def test_signed_map_in_auto_mode_is_diverging_with_zero_neutral():
+    values = np.array([[-2.0, 0.0, 1.0]], np.float32)
+    scale = rendering.scale_for(values, "per_map", colormap="auto")
+    assert (scale.lo, scale.hi, scale.signed, scale.colormap) == (-2.0, 2.0, True, DIVERGING)
+    rgb = rendering.colorize(values, scale)
+    assert rgb[0, 0].tolist() == DIV_LUT[0].tolist() and rgb[0, 0, 2] > 2 * rgb[0, 0, 0]  # blue
+    assert tuple(rgb[0, 1]) == NEUTRAL  # 0: the neutral middle
+    assert rgb[0, 2].tolist() == DIV_LUT[191].tolist() and rgb[0, 2, 0] > 2 * rgb[0, 2, 2]  # red
+    assert tuple(DIV_LUT[127]) == tuple(DIV_LUT[128]) == NEUTRAL
+    jet = rendering.scale_for(values, "per_map", colormap="jet")  # asked for: JET over [-2, 1]
+    assert (jet.lo, jet.hi, jet.colormap) == (-2.0, 1.0, JET)
+    assert rendering.describe(rendering.make_scale(-1.2, 3.4, "auto", "shared over run")) == \
+        "range [-3.4, 3.4] (shared over run), diverging"
+
+
+@pytest.mark.parametrize("scale", [None, rendering.make_scale(0.0, 10.0, "jet", "fixed"),
+                                   rendering.ScaleRule("percentile")])
+def test_constant_and_nan_unchanged_under_any_scale(scale):
+    image = np.full((8, 8, 3), 90, np.uint8)
+    constant = torch.full((1, 4, 4), 3.0)
+    picture, scales = rendering.overlay_maps(constant, image, {}, 0.5, scale=scale, scale_bar=True,
+                                             return_scales=True)
+    assert np.array_equal(picture, image) and scales == [None]  # plain image, no bar
+    values = np.array([[np.nan, 1.0], [2.0, np.inf]], np.float32)
+    used = scale if isinstance(scale, rendering.Scale) else rendering.scale_for(values, "per_map")
+    rgb = rendering.colorize(values, used)
+    assert rgb[0, 0].tolist() == rgb[1, 1].tolist() == rgb[0, 1].tolist()  # NaN, Inf: the minimum
+
+
+def test_scale_bar_draws_over_the_bottom_rows_only():
+    h, w = 96, 128
+    image = np.full((h, w, 3), 60, np.uint8)
+    maps = torch.linspace(-1.0, 3.0, 32).repeat(24, 1)[None]
+    rule = rendering.ScaleRule("per_map")
+    plain = rendering.overlay_maps(maps, image, {}, 0.5, scale=rule)
+    barred, (scale,) = rendering.overlay_maps(maps, image, {}, 0.5, scale=rule, scale_bar=True,
+                                              return_scales=True)
+    rows = rendering.scale_bar_rows(h, w)
+    assert barred.shape == plain.shape == (h, w, 3)
+    assert 8 <= rows < h // 3
+    assert np.array_equal(barred[: h - rows], plain[: h - rows])  # the rest is unchanged
+    bar = 8  # rows of the strip at this height
+    strip = DIV_LUT[np.rint(np.linspace(0, 255, w)).astype(int)]
+    assert np.array_equal(barred[h - bar:], np.broadcast_to(strip, (bar, w, 3)))
+    text_band = barred[h - rows: h - bar]
+    assert (text_band == 255).all(axis=-1).any()  # the white numbers above the strip
+    assert rendering.describe(scale) == "range [-3, 3] (per map), diverging"
+
+
+@pytest.mark.parametrize("hw", [(48, 64), (192, 256), (1024, 2048)])
+def test_scale_bar_stays_within_its_rows_whatever_the_numbers(hw):
+    canvas = np.zeros(hw + (3,), np.uint8)
+    rendering.draw_scale_bar(canvas, rendering.make_scale(-1234.5, 0.0000456, "diverging", "fixed"))
+    changed = np.nonzero(canvas.any(axis=(1, 2)))[0]
+    assert changed.min() >= hw[0] - rendering.scale_bar_rows(*hw)
+
+
+def test_overlay_rgb_is_rgb_order_without_padding():
+    meta = {"img_shape": (2, 2), "batch_input_shape": (4, 4)}  # the map's right and bottom half: padding
+    maps3 = torch.full((3, 4, 4), 5.0)
+    maps3[:, 2:, :] = float("nan")
+    maps3[0, :2, :2], maps3[1, :2, :2], maps3[2, :2, :2] = 1.0, 0.2, 0.0
+    image = np.zeros((6, 6, 3), np.uint8)
+    out = rendering.overlay_rgb(maps3, image, meta, alpha=1.0)
+    assert out.shape == (6, 6, 3)
+    assert (out.reshape(-1, 3) == [255, 51, 0]).all()  # red, some green, no blue; no padding
+
+
+def test_shared_range_percentiles_exact_while_sampled_stays_bounded():
+    exact = rendering.SharedRange(percentiles=(10.0, 90.0))
+    exact.update(torch.arange(0.0, 50.0))
+    exact.update(np.array([np.nan, *range(50, 101)], np.float32))
+    assert exact.range() == (10.0, 90.0)
+    sampled = rendering.SharedRange(percentiles=(10.0, 90.0), sample_size=4000)
+    for i in range(10):
+        sampled.update(np.arange(i * 10000, (i + 1) * 10000, dtype=np.float32))
+    lo, hi = sampled.range()
+    assert sampled.count == 100000 and sampled._sample.size == 4000
+    assert abs(lo - 10000) < 2500 and abs(hi - 90000) < 2500
+    assert rendering.SharedRange().range() is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("normalize.mode=minmax", "normalize.mode='minmax' is unknown"),
+    ("normalize.colormap=viridis", "normalize.colormap='viridis' is unknown"),
+    ("normalize.range=[1,0]", "normalize.range=[1.0, 0.0] must be [low, high]"),
+    ("normalize.range=[0,1,2]", "normalize.range=[0.0, 1.0, 2.0] must be [low, high]"),
+    ("normalize.percentiles=[5,200]", "normalize.percentiles=[5.0, 200.0] must be"),
+    ("normalize.percentiles=[50,50]", "normalize.percentiles=[50.0, 50.0] must be"),
+])
+def test_validate_rejects_bad_normalize_values(override, message):
+    from featvis.config_schema import validate
+    from featvis.errors import ConfigError
+    from tests.conftest import compose_cfg
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        validate(compose_cfg(override))
+    validate(compose_cfg("normalize.mode=fixed", "normalize.range=[-2,2]", "normalize.colormap=diverging"))
