@@ -166,6 +166,16 @@ def collect_dataset(split: str, model_config: Path, data_root: Optional[str]) ->
     return _check(pairs, label_map=infos[0].get("label_map"), reduce_zero_label=bool(infos[0].get("reduce_zero_label")))
 
 
+def collect_any(image_spec: str, mask_spec: Optional[str], model_config: str,
+                data_root: Optional[str] = None) -> Collected:
+    """`image` as a file, folder or glob, or `dataset:<split>` of the model config."""
+    if image_spec.startswith(DATASET_PREFIX):
+        from featvis.paths import resolve_model_config
+
+        return collect_dataset(image_spec[len(DATASET_PREFIX):], resolve_model_config(model_config), data_root)
+    return collect(image_spec, mask_spec)
+
+
 def choose(samples: List[Sample], max_images: Optional[int], how: str, seed: int) -> List[Sample]:
     """At most `max_images` of the samples: the first ones, or a seeded random choice in file order."""
     if max_images is None or max_images >= len(samples):

@@ -176,9 +176,11 @@ def list_modules(cfg: DictConfig, loaded: Optional[LoadedModel] = None) -> str:
     from mmseg.apis import inference_model
 
     validate(cfg)
-    samples = inputs.collect(cfg.image, None)  # masks play no part in a listing
+    # masks play no part in a listing
+    samples = inputs.collect_any(cfg.image, None, cfg.model.config, cfg.data_root).usable()
     if loaded is None:
-        loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device)
+        loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device,
+                            trust_checkpoint=cfg.model.trust_checkpoint)
     model = loaded.model
     all_names = [n for n, _ in model.named_modules() if n]
     names = filter_names(all_names, cfg.listing.filter, cfg.listing.max_depth)

@@ -1,8 +1,13 @@
 """mmseg config + checkpoint -> an eval-mode segmentor on the chosen device.
 
 Models are built by mmseg's own `init_model`, the same call for the demo model and
-for any user checkpoint. SyncBN layers (used by most public configs) are reverted to
-plain BN when not on CUDA, where SyncBN cannot run.
+for any user checkpoint. The checkpoint is read by featvis itself
+(`checkpoints.load_checkpoint_file`: weights_only unless model.trust_checkpoint=true,
+whatever the MMEngine or torch version or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD would do) and
+handed to MMEngine's own `_load_checkpoint_to_model` (key revision, missing and unexpected
+key warnings); classes and palette come from its meta as in mmseg's `init_model`.
+SyncBN layers (used by most public configs) are reverted to plain BN when not on CUDA,
+where SyncBN cannot run.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from featvis.checkpoints import resolve_checkpoint
+from featvis.checkpoints import load_checkpoint_file, resolve_checkpoint
 from featvis.errors import CheckpointError, ConfigError
 from featvis.paths import resolve_model_config
 
@@ -36,10 +41,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(config: str, checkpoint: Optional[str], device: str = "auto") -> LoadedModel:
-    """Build the model of `config` with the weights of `checkpoint` (None: random weights)."""
+def load_model(config: str, checkpoint: Optional[str], device: str = "auto", *,
+               trust_checkpoint: bool = False) -> LoadedModel:
+    """Build the model of `config` with the weights of `checkpoint` (None: random weights).
+
+    The checkpoint is unpickled with weights_only=True (plus featvis's small allow-list of
+    data-only types) unless `trust_checkpoint`: full unpickling, which can run code.
+    """
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
     from mmseg.apis import init_model
 
     device = resolve_device(device)
@@ -50,21 +61,44 @@ def load_model(config: str, checkpoint: Optional[str], device: str = "auto") -> 
     except Exception as err:  # a broken config file: syntax, missing _base_, ...
         raise ConfigError(f"cannot read model.config {config!r}: {_one_line(err)}") from err
     if local_ckpt is None:
+        state = None
         log.warning("!!! model.checkpoint=null: %s has RANDOM weights. Its prediction and feature maps "
                     "show an untrained network; pass model.checkpoint=<file> for real ones. !!!", config)
-    try:
-        model = init_model(cfg, local_ckpt, device="cpu")
-    except (RuntimeError, KeyError, EOFError, OSError, ValueError) as err:
-        if local_ckpt is None:
-            raise
-        raise CheckpointError(f"cannot load checkpoint {checkpoint!r} into {config}: {_one_line(err)}; "
-                              "check that the checkpoint belongs to this model.config") from err
+    else:  # read before the model is built: a refused or broken file fails at once
+        state = load_checkpoint_file(local_ckpt, trust=trust_checkpoint, name=checkpoint)
+    model = init_model(cfg, None, device="cpu")
+    meta = None
+    if state is not None:
+        log.info("loading checkpoint %s (%s)", local_ckpt,
+                 "trusted: full unpickling" if trust_checkpoint else "weights_only")
+        try:
+            _load_checkpoint_to_model(model, state, strict=False, revise_keys=[(r"^module\.", "")])
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"cannot load checkpoint {checkpoint!r} into {config}: {_one_line(err)}; "
+                                  "check that the checkpoint belongs to this model.config") from err
+        meta = dataset_meta_from_checkpoint(state)
     if not device.startswith("cuda"):
         model = revert_sync_batchnorm(model)
     model = model.to(device).eval()
-    meta = getattr(model, "dataset_meta", None) or dataset_meta_from_config(cfg, model)
+    if meta and meta.get("palette") is None:  # an mmseg 0.x checkpoint with CLASSES but no PALETTE
+        meta = {**meta, "palette": dataset_meta_from_config(cfg, model)["palette"]}
+    meta = meta or dataset_meta_from_config(cfg, model)
     model.dataset_meta = meta
     return LoadedModel(model=model, device=device, dataset_meta=meta, checkpoint=local_ckpt)
+
+
+def dataset_meta_from_checkpoint(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Classes and palette saved in the checkpoint's meta, read as mmseg's `init_model` reads
+    them: `meta.dataset_meta` (mmseg 1.x), else `meta.CLASSES` and `meta.PALETTE` (mmseg 0.x).
+    None when the checkpoint has neither (then the config's dataset decides)."""
+    meta = checkpoint.get("meta")
+    if not isinstance(meta, dict):
+        return None
+    if "dataset_meta" in meta:
+        return meta["dataset_meta"] or None
+    if meta.get("CLASSES") is not None:
+        return {"classes": meta["CLASSES"], "palette": meta.get("PALETTE")}
+    return None
 
 
 def dataset_meta_from_config(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:

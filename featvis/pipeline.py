@@ -28,7 +28,6 @@ from featvis.errors import SkippedImagesError
 from featvis.job import JobInfo
 from featvis.layer_selection import select_layers
 from featvis.model_loader import LoadedModel, load_model
-from featvis.paths import resolve_model_config
 from featvis.recorder import FeatureRecorder
 from featvis.reductions import Reduced, reduce
 from featvis.visualizer import FeatureVisualizer
@@ -47,7 +46,7 @@ class JobResult:
 
 def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     validate(cfg)
-    collected = _collect(cfg)
+    collected = inputs.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root)
     samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
     problems = list(collected.problems)  # images set aside; more may join while decoding
     for problem in problems:
@@ -87,13 +86,6 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     if problems:
         _report_skipped(problems, result)
     return result
-
-
-def _collect(cfg: DictConfig) -> inputs.Collected:
-    if cfg.image.startswith(inputs.DATASET_PREFIX):
-        return inputs.collect_dataset(cfg.image[len(inputs.DATASET_PREFIX):],
-                                      resolve_model_config(cfg.model.config), cfg.data_root)
-    return inputs.collect(cfg.image, cfg.gt_mask)
 
 
 def _infer(loaded: LoadedModel, item: inputs.Loaded):
