@@ -122,7 +122,7 @@ def validate(cfg: DictConfig) -> None:
 
     Raises ConfigError with one line naming the key and the fix.
     """
-    from featvis.reductions import REDUCTIONS
+    from featvis.reductions import CLASS_REDUCTIONS, REDUCTIONS
     from featvis.visualizer import known_backend_types
 
     _reject_unknown_keys(cfg, Config, "")
@@ -145,6 +145,8 @@ def validate(cfg: DictConfig) -> None:
     red = cfg.reduction
     if red.name not in REDUCTIONS:
         raise ConfigError(f"reduction.name={red.name!r} is unknown: use one of {sorted(REDUCTIONS)}")
+    if red.name in CLASS_REDUCTIONS and red.target_class is None:
+        raise ConfigError(f"reduction={red.name} needs a class: pass reduction.target_class=<class name or index>")
     if red.name == "topk":
         if red.topk < 1:
             raise ConfigError(f"reduction.topk={red.topk} must be at least 1")

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +29,9 @@ from featvis.job import JobInfo
 from featvis.layer_selection import select_layers
 from featvis.model_loader import LoadedModel, load_model
 from featvis.recorder import FeatureRecorder
-from featvis.reductions import Reduced, reduce
+from featvis import gradcam
+from featvis.reductions import (GRADIENT_REDUCTIONS, PcaBases, Reduced, class_map_options, reduce,
+                                resolve_class)
 from featvis.visualizer import FeatureVisualizer
 
 log = logging.getLogger(__name__)
@@ -65,17 +67,20 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
                         trust_checkpoint=cfg.model.trust_checkpoint)
     layers = select_layers(loaded.model, list(cfg.layers.names))
     log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(l.name for l in layers))
-    reduce_fn = partial(reduce, cfg.reduction.name, topk=cfg.reduction.topk)
+    reduce_fn = _reduce_fn(cfg, loaded)  # class options are checked here, before any output
 
     result = JobResult(output_dir=final)
     watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
-    with visualizer, FeatureRecorder(layers, reduce_fn, watch, root=loaded.model) as recorder:
+    record = partial(FeatureRecorder, layers, watch=watch, root=loaded.model)
+    inference = _Inference(cfg, loaded, layers, record(reduce_fn))  # Grad-CAM checks its class here
+    if cfg.reduction.name == "pca_rgb" and cfg.reduction.shared_basis:
+        inference.recorder = record(_fit_shared_pca(loaded, record, samples))
+    with visualizer, inference as infer:
         visualizer.start()  # every input is checked by now: open W&B while the model runs
         visualizer.add_config(resolved)
         with Drawer(cfg, loaded, visualizer, result) as drawer:
             for item in _progress(inputs.iter_loaded(samples, problems), len(samples)):
-                sample = _infer(loaded, item)
-                drawer.submit(Recorded(item, sample, recorder.pop()))
+                drawer.submit(Recorded(item, *infer(item)))
     if not result.images:  # every image failed to decode: nothing to show
         raise inputs.InputError(problems[0].message)
     shutil.rmtree(final, ignore_errors=True)  # an earlier complete job in this folder: replaced
@@ -88,10 +93,59 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     return result
 
 
-def _infer(loaded: LoadedModel, item: inputs.Loaded):
+def _reduce_fn(cfg: DictConfig, loaded: LoadedModel) -> Callable[..., Reduced]:
+    """The reduction with its options; class reductions resolve their class now."""
+    red = cfg.reduction
+    options: Dict[str, Any] = {"topk": red.topk}
+    if red.name == "class_map":
+        options.update(class_map_options(loaded.model, red.target_class, loaded.dataset_meta["classes"]))
+    return partial(reduce, red.name, **options)
+
+
+def _fit_shared_pca(loaded: LoadedModel, record: Callable[..., FeatureRecorder],
+                    samples: List[inputs.Sample]) -> Callable[..., Reduced]:
+    """pca_rgb with reduction.shared_basis: a first pass over every image fits one basis per layer."""
     from mmseg.apis import inference_model
 
-    return inference_model(loaded.model, item.image_bgr)
+    bases = PcaBases()
+    with record(bases.update) as recorder:
+        for item in inputs.iter_loaded(samples, []):  # decoding problems are reported by the main pass
+            inference_model(loaded.model, item.image_bgr)
+            recorder.pop()
+    bases.fit()
+    log.info("pca_rgb: one basis per layer fitted over %d images", len(samples))
+    return partial(reduce, "pca_rgb", basis=bases)
+
+
+class _Inference:
+    """image -> (prediction, {layer: [Reduced]}): forward hooks, or Grad-CAM's own forward and backward."""
+
+    def __init__(self, cfg: DictConfig, loaded: LoadedModel, layers: List[Any], recorder: FeatureRecorder) -> None:
+        self.model, self.layers = loaded.model, layers
+        self.gradcam_class: Optional[int] = None
+        self.recorder: Optional[FeatureRecorder] = recorder
+        if cfg.reduction.name in GRADIENT_REDUCTIONS:
+            gradcam.check_supported(self.model)
+            self.gradcam_class = resolve_class(cfg.reduction.target_class, loaded.dataset_meta["classes"])
+            self.recorder = None  # Grad-CAM hooks the layers itself
+
+    def __enter__(self) -> "_Inference":
+        if self.recorder is not None:
+            self.recorder.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.__exit__(*exc)
+
+    def __call__(self, item: inputs.Loaded) -> Tuple[Any, Dict[str, List[Reduced]]]:
+        if self.recorder is None:
+            res = gradcam.gradcam_maps(self.model, item.image_bgr, self.layers, self.gradcam_class)
+            return res.sample, {name: [reduced] for name, reduced in res.maps.items()}
+        from mmseg.apis import inference_model
+
+        sample = inference_model(self.model, item.image_bgr)
+        return sample, self.recorder.pop()
 
 
 def _report_skipped(problems: List[inputs.Problem], result: JobResult) -> None:
@@ -201,12 +255,16 @@ def _panels(cfg: DictConfig, loaded: LoadedModel, recorded: Recorded, warned: Se
     panels["prediction"] = (rendering.overlay_labels(pred, image, palette, 0.5), f"{stem} prediction")
     for layer, per_item in recorded.maps.items():
         reduced: Reduced = per_item[0]  # one image per forward
+        caption = _caption(stem, layer, cfg.reduction.name, reduced, warned)
+        if cfg.reduction.name == "pca_rgb":  # three components drawn as R, G, B
+            picture = rendering.overlay_rgb(reduced.maps, image, sample.metainfo, cfg.alpha)
+            panels[f"featmap/{layer}"] = (picture, caption)
+            continue
         labels = [f"ch {c}" for c in reduced.channels] if reduced.channels and len(reduced.channels) > 1 else None
         rule = rendering.ScaleRule.from_config(cfg.normalize, shared=shared[layer].range() if shared else None)
         picture, scales = rendering.overlay_maps(reduced.maps, image, sample.metainfo, cfg.alpha,
                                                  cfg.reduction.arrangement, labels, scale=rule,
                                                  scale_bar=cfg.normalize.scale_bar, return_scales=True)
-        caption = _caption(stem, layer, cfg.reduction.name, reduced, warned)
         described = sorted({rendering.describe(s) for s in scales if s is not None})
         panels[f"featmap/{layer}"] = (picture, " | ".join([caption, *described]))
     return panels
@@ -225,4 +283,6 @@ def _caption(stem: str, layer: str, reduction: str, reduced: Reduced, warned: Se
         if (layer, note) not in warned:
             warned.add((layer, note))
             log.warning("%s (first seen on %s): %s", layer, stem, note)
+    if reduced.note:
+        notes.insert(0, reduced.note)
     return " | ".join([stem, layer, f"{reduction}{channels}", *notes])

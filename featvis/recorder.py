@@ -33,7 +33,7 @@ from featvis.tokens import token_grid, tokens_to_map
 
 log = logging.getLogger(__name__)
 
-ReduceFn = Callable[[torch.Tensor], Reduced]
+ReduceFn = Callable[..., Reduced]  # (feat (C, H, W), layer=<sub-name>) -> Reduced
 
 
 class FeatureRecorder:
@@ -80,7 +80,7 @@ class FeatureRecorder:
         for layer in self.layers:
             out.update(self._records.get(layer.name, {}))
             for name, stitcher in self._stitchers.get(layer.name, {}).items():
-                out[name] = [self.reduce_fn(item) for item in stitcher.result()]
+                out[name] = [self.reduce_fn(item, layer=name) for item in stitcher.result()]
         self._records.clear()
         self._stitchers.clear()
         self._calls.clear()
@@ -129,7 +129,7 @@ class FeatureRecorder:
                 stitchers = self._stitchers.setdefault(layer, {})
                 stitchers.setdefault(name, Stitcher(self._input_hw)).add(output.detach(), window)
             elif output.dim() == 4:  # (B, C, H, W): one map per batch item
-                self._records.setdefault(layer, {})[name] = [self.reduce_fn(item) for item in output]
+                self._records.setdefault(layer, {})[name] = [self.reduce_fn(item, layer=name) for item in output]
             else:
                 self._skip(name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
                                  "or (B, N, C) tokens")

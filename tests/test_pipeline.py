@@ -237,3 +237,40 @@ def test_shared_normalization_gives_every_image_the_same_range_per_layer(tmp_pat
         captions = [row[f"featmap/{layer}.caption"] for row in rows]
         ranges = {c.split(" | ")[-1] for c in captions}
         assert len(captions) == len(DEMO_STEMS) and len(ranges) == 1 and "shared over run" in ranges.pop()
+
+
+@pytest.mark.parametrize("reduction, expected_note", [
+    (["reduction=class_map", "reduction.target_class=circle"], "class circle"),
+    (["reduction=gradcam", "reduction.target_class=1"], "Grad-CAM circle"),
+])
+def test_class_reductions_highlight_the_class_in_the_pipeline(tmp_path, reduction, expected_note):
+    stem = DEMO_STEMS[0]
+    result = pipeline.run(compose_cfg(*reduction, "backends=[wandb,local]", "layers.names=[decode_head.bottleneck]",
+                                      f"image=featvis::demo/images/{stem}.png", "normalize.scale_bar=false"),
+                          JobInfo(output_dir=tmp_path))
+    assert result.panels[stem][-1] == "featmap/decode_head.bottleneck"
+    (run_dir,) = wandb_runs(tmp_path / "featvis")
+    assert expected_note in history(wandb_records(run_dir))[0]["featmap/decode_head.bottleneck.caption"]
+    # the picture is warmest where the circles are: compare the overlay's red-minus-blue inside and outside
+    picture = _rgb(tmp_path / "featvis" / "local" / stem / "featmap" / "decode_head.bottleneck.png").astype(int)
+    image = _rgb(ASSETS / "demo" / "images" / f"{stem}.png").astype(int)
+    heat = 2 * picture - image  # alpha 0.5
+    warmth = heat[..., 0] - heat[..., 2]
+    circle = cv2.imread(str(ASSETS / "demo" / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED) == 1
+    assert warmth[circle].mean() > warmth[~circle].mean() + 100
+
+
+def test_pca_rgb_draws_colour_with_one_basis_over_the_run(tmp_path):
+    result = pipeline.run(compose_cfg("reduction=pca_rgb", "reduction.shared_basis=true", "backends=[local]",
+                                      "layers.names=[decode_head.bottleneck]"), JobInfo(output_dir=tmp_path))
+    assert result.images == DEMO_STEMS
+    picture = _rgb(tmp_path / "featvis" / "local" / DEMO_STEMS[0] / "featmap" / "decode_head.bottleneck.png")
+    assert picture.std(axis=(0, 1)).min() > 5  # three channels that vary: a colour picture
+
+
+def test_class_reduction_without_a_class_is_refused_before_any_work(tmp_path):
+    from featvis.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a class"):
+        pipeline.run(compose_cfg("reduction=class_map"), JobInfo(output_dir=tmp_path))
+    assert not any(tmp_path.iterdir())
