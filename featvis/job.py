@@ -57,8 +57,11 @@ def _key(override: str) -> str:
 
 
 def _shorten(override: str) -> str:
+    """`image='/data/x.png'` -> `image=x.png`: quotes Hydra keeps off, paths cut to file names."""
     key, _, value = override.partition("=")
-    return f"{key}={os.path.basename(value)}" if "/" in value and not value.startswith("[") else override
+    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return f"{key}={os.path.basename(value)}" if "/" in value and not value.startswith("[") else f"{key}={value}"
 
 
 def swept_keys(sweep_dir: Path) -> List[str]:

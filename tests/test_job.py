@@ -23,6 +23,11 @@ def test_sweep_jobs_named_after_the_swept_keys_with_file_names_for_paths():
     assert job.group == "sweep-multirun-2026-11-25-10-00-00"
 
 
+def test_quoted_paths_lose_their_quotes():
+    job = JobInfo(Path("."), overrides=["image='/data/x.png'", 'model.checkpoint="a b.pth"'])
+    assert job.name == "image=x.png,model.checkpoint=a b.pth"
+
+
 def test_swept_keys_read_from_multirun_yaml(tmp_path):
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task:\n    - layers=decoder,backbone\n    - image=x.png\n"
