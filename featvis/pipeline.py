@@ -27,7 +27,8 @@ from featvis.config_schema import validate
 from featvis.errors import SkippedImagesError
 from featvis.job import JobInfo
 from featvis.layer_selection import select_layers
-from featvis.model_loader import LoadedModel, load_model
+from featvis import model_cache
+from featvis.model_loader import LoadedModel
 from featvis.recorder import FeatureRecorder
 from featvis import gradcam
 from featvis.reductions import (GRADIENT_REDUCTIONS, PcaBases, Reduced, class_map_options, reduce,
@@ -63,8 +64,8 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     run_info = RunInfo(name=job.name, job_type=job.job_type, group=cfg.wandb.group or job.group, config=resolved)
     visualizer = FeatureVisualizer(OmegaConf.to_container(cfg.backends), staging, run_info)
 
-    loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device,
-                        trust_checkpoint=cfg.model.trust_checkpoint)
+    loaded = model_cache.load(cfg.model.config, cfg.model.checkpoint, cfg.device,
+                              trust_checkpoint=cfg.model.trust_checkpoint)
     layers = select_layers(loaded.model, list(cfg.layers.names))
     log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(l.name for l in layers))
     reduce_fn = _reduce_fn(cfg, loaded)  # class options are checked here, before any output

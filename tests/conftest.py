@@ -35,6 +35,14 @@ def _no_wandb_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     monkeypatch.setenv("NETRC", str(tmp_path_factory.getbasetemp() / "no-netrc"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_model_cache() -> None:
+    """Each test loads its models itself (the cache is tested on its own)."""
+    from featvis import model_cache
+
+    model_cache.clear()
+
+
 def cli_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("WANDB_", "HYDRA_", "FEATVIS_")) and k != "NETRC"}

@@ -40,6 +40,9 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     assert sorted(r["display_name"] for r in runs) == ["layers=backbone", "layers=decoder"]
     assert {r["job_type"] for r in runs} == {"layers"}
     assert len({r["run_id"] for r in runs}) == 2
+    # the basic launcher runs both jobs in one process: the second reuses the loaded model
+    assert "model reused" in (sweep / "1" / "run.log").read_text()
+    assert "model reused" not in (sweep / "0" / "run.log").read_text()
 
 
 def test_team_preset_folder_via_search_path(tmp_path):
@@ -111,3 +114,13 @@ def test_skipped_image_exits_3_with_one_line_and_keeps_the_others(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("featvis: error: 1 image(s) skipped, first bad.png")
     assert (out / "featvis" / "local" / "good" / "prediction.png").is_file()
+
+
+def test_unreachable_wandb_server_falls_back_to_offline_within_the_timeout(tmp_path):
+    out = tmp_path / "X"
+    proc = run_cli("wandb.mode=online", "wandb.init_timeout=3", "backends=[wandb]", f"image={DEMO_IMAGE}",
+                   f"hydra.run.dir={out}", WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    assert proc.returncode == 0, proc.stderr
+    assert "logging offline instead" in proc.stdout and "wandb sync" in proc.stdout
+    (run_dir,) = [d for d in wandb_runs(out) if d.name.startswith("offline-run-")]
+    assert len(history(wandb_records(run_dir))) == 1

@@ -123,9 +123,10 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
         except Exception as err:  # no network, wrong key, server down: never lose the job
             if mode != "online":
                 raise
-            log.warning("W&B online init failed (%s); logging offline instead. Upload later with: "
-                        "wandb sync %s", str(err).splitlines()[0] if str(err) else type(err).__name__,
-                        self._save_dir)
+            log.warning("W&B online init failed within wandb.init_timeout=%ss (%s); logging offline instead: "
+                        "the job's last log line says how to upload the run", self.init_timeout,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            self.mode = "offline"
             return wandb.init(mode="offline", **kwargs)
 
     @force_init_env
