@@ -236,8 +236,13 @@ class Drawer:
     def _draw_and_log(self, recorded: Recorded) -> None:
         step, stem = len(self.result.images), recorded.item.sample.stem
         panels = _panels(self.cfg, self.loaded, recorded, self.warned, self.shared)
-        for name, (image, caption) in panels.items():
-            self.visualizer.add_image(name, image, step=step, image_id=stem, caption=caption)
+        for name, (image, caption, *extra) in panels.items():
+            # extra: keyword data some backends use (W&B: masks, the run's table) and others ignore
+            self.visualizer.add_image(name, image, step=step, image_id=stem, caption=caption,
+                                      **(extra[0] if extra else {}))
+        scalars = _stats_scalars(recorded.maps)
+        if scalars:  # same step as the pictures: one W&B history row per image
+            self.visualizer.add_scalars(scalars, step=step)
         self.result.images.append(stem)
         self.result.panels[stem] = list(panels)
         log.info("[%d] %s: %d pictures", step + 1, stem, len(panels))
@@ -245,21 +250,26 @@ class Drawer:
 
 def _panels(cfg: DictConfig, loaded: LoadedModel, recorded: Recorded, warned: Set[Tuple[str, str]],
             shared: Optional[Dict[str, "rendering.SharedRange"]] = None) -> Dict[str, tuple]:
-    """One image's panels: {name: (RGB picture, caption)}."""
+    """One image's panels: {name: (RGB picture, caption[, extra keyword data for add_image])}.
+
+    The input carries the label maps and class names (`pred_mask`, `gt_mask`, `class_names`),
+    which W&B draws as interactive masks; feature maps carry `layer` and `stats`.
+    """
     item, sample = recorded.item, recorded.sample
     palette = loaded.dataset_meta["palette"]
     stem, image = item.sample.stem, item.image_rgb
-    panels: Dict[str, tuple] = {"input": (image, stem)}
+    pred = sample.pred_sem_seg.data[0].cpu().numpy()
+    masks = {"pred_mask": pred, "gt_mask": item.gt, "class_names": list(loaded.dataset_meta["classes"])}
+    panels: Dict[str, tuple] = {"input": (image, stem, masks)}
     if item.gt is not None:
         panels["ground_truth"] = (rendering.overlay_labels(item.gt, image, palette, 0.5), f"{stem} ground truth")
-    pred = sample.pred_sem_seg.data[0].cpu().numpy()
     panels["prediction"] = (rendering.overlay_labels(pred, image, palette, 0.5), f"{stem} prediction")
     for layer, per_item in recorded.maps.items():
         reduced: Reduced = per_item[0]  # one image per forward
         caption = _caption(stem, layer, cfg.reduction.name, reduced, warned)
         if cfg.reduction.name == "pca_rgb":  # three components drawn as R, G, B
             picture = rendering.overlay_rgb(reduced.maps, image, sample.metainfo, cfg.alpha)
-            panels[f"featmap/{layer}"] = (picture, caption)
+            panels[f"featmap/{layer}"] = (picture, caption, {"layer": layer, "stats": reduced.stats})
             continue
         labels = [f"ch {c}" for c in reduced.channels] if reduced.channels and len(reduced.channels) > 1 else None
         rule = rendering.ScaleRule.from_config(cfg.normalize, shared=shared[layer].range() if shared else None)
@@ -267,8 +277,15 @@ def _panels(cfg: DictConfig, loaded: LoadedModel, recorded: Recorded, warned: Se
                                                  cfg.reduction.arrangement, labels, scale=rule,
                                                  scale_bar=cfg.normalize.scale_bar, return_scales=True)
         described = sorted({rendering.describe(s) for s in scales if s is not None})
-        panels[f"featmap/{layer}"] = (picture, " | ".join([caption, *described]))
+        panels[f"featmap/{layer}"] = (picture, " | ".join([caption, *described]),
+                                      {"layer": layer, "stats": reduced.stats})
     return panels
+
+
+def _stats_scalars(maps: Dict[str, List[Reduced]]) -> Dict[str, float]:
+    """`stats/<layer>/<stat>` for every layer whose statistics were recorded (not Grad-CAM's)."""
+    return {f"stats/{layer}/{key}": value for layer, per_item in maps.items()
+            if per_item and per_item[0].stats for key, value in per_item[0].stats.items()}
 
 
 def _caption(stem: str, layer: str, reduction: str, reduced: Reduced, warned: Set[Tuple[str, str]]) -> str:

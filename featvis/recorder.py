@@ -80,12 +80,18 @@ class FeatureRecorder:
         for layer in self.layers:
             out.update(self._records.get(layer.name, {}))
             for name, stitcher in self._stitchers.get(layer.name, {}).items():
-                out[name] = [self.reduce_fn(item, layer=name) for item in stitcher.result()]
+                out[name] = [self._reduce(item, name) for item in stitcher.result()]
         self._records.clear()
         self._stitchers.clear()
         self._calls.clear()
         self._windows, self._window = [], -1
         return out
+
+    def _reduce(self, feat: torch.Tensor, name: str) -> Reduced:
+        """Reduce one (C, H, W) map and attach the activation statistics of the full map."""
+        reduced = self.reduce_fn(feat, layer=name)
+        reduced.stats = activation_stats(feat)
+        return reduced
 
     def _start_forward(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:
         """The segmentor is called on the whole image: lay out this forward's slide windows."""
@@ -129,7 +135,7 @@ class FeatureRecorder:
                 stitchers = self._stitchers.setdefault(layer, {})
                 stitchers.setdefault(name, Stitcher(self._input_hw)).add(output.detach(), window)
             elif output.dim() == 4:  # (B, C, H, W): one map per batch item
-                self._records.setdefault(layer, {})[name] = [self.reduce_fn(item, layer=name) for item in output]
+                self._records.setdefault(layer, {})[name] = [self._reduce(item, name) for item in output]
             else:
                 self._skip(name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
                                  "or (B, N, C) tokens")
@@ -146,6 +152,18 @@ class FeatureRecorder:
         if name not in self.skipped:
             self.skipped[name] = why
             log.warning("layer %s is not drawn: %s", name, why)
+
+
+def activation_stats(feat: torch.Tensor) -> Dict[str, float]:
+    """mean, std (population), fraction of exact zeros and max of a whole (C, H, W) map, as floats.
+
+    Computed in float32 on the map's device with one transfer to the CPU; NaN/Inf propagate.
+    """
+    x = feat.detach().float()
+    if x.numel() == 0:
+        return {"mean": float("nan"), "std": float("nan"), "zero_fraction": float("nan"), "max": float("nan")}
+    values = torch.stack([x.mean(), x.std(correction=0), (x == 0).float().mean(), x.max()]).tolist()
+    return dict(zip(("mean", "std", "zero_fraction", "max"), values))
 
 
 def _pick(output: Any, pick: Pick, module_name: str) -> Any:

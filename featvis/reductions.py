@@ -41,6 +41,9 @@ class Reduced:
     maps: torch.Tensor  # (K, H, W) float32 on the CPU
     channels: Optional[List[int]] = None  # the channels kept, for captions (None: a mix of all)
     note: Optional[str] = None  # what a caption should add, e.g. the variance PCA explains
+    # activation statistics of the full (C, H, W) map before reduction (set by the recorder):
+    # {"mean", "std", "zero_fraction", "max"}; None where not computed (Grad-CAM)
+    stats: Optional[Dict[str, float]] = None
 
 
 Reduction = Callable[..., Reduced]

@@ -56,6 +56,13 @@ class FeatureVisualizer:
         for backend in self.backends.values():
             backend.add_image(name, image, step=step, **meta)
 
+    def add_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        """One step's scalars (e.g. `stats/<layer>/mean`) to every backend."""
+        if not scalars:
+            return
+        for backend in self.backends.values():
+            backend.add_scalars(dict(scalars), step=step)
+
     def close(self, failed: bool = False) -> None:
         errors = []
         for key, backend in self.backends.items():
