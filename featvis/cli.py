@@ -44,6 +44,7 @@ def job(cfg: DictConfig) -> None:
     for noise in _LIBRARY_NOISE:  # warnings about training-time settings that do not apply here
         warnings.filterwarnings("ignore", message=noise)
     info = job_info.from_hydra()
+    result, error = None, None
     try:
         if cfg.mode == "list":
             from featvis import listing
@@ -52,13 +53,29 @@ def job(cfg: DictConfig) -> None:
         else:
             from featvis import pipeline
 
-            pipeline.run(cfg, info)  # checks `mode` too: an unknown one fails there in one line
-    except Exception as err:
+            result = pipeline.run(cfg, info)  # checks `mode` too: an unknown one fails there in one line
+    except BaseException as err:
+        error = err
+        if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: nothing to report here
+            raise
         log.error("featvis: error: %s", one_line(err))  # kept in the job's own log file
         if debug() or info.sweep_dir is not None:
             raise
         print(f"featvis: error: {one_line(err)}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 1))
+    finally:
+        if info.sweep_dir is not None:  # every multirun job, ok or failed: read by featvis.summary
+            _write_result(cfg, info, result, error)
+
+
+def _write_result(cfg: DictConfig, info, result, error) -> None:
+    """`<job dir>/featvis_result.json`; a failure to write it is logged, never hides the job's own error."""
+    try:
+        from featvis import summary
+
+        summary.write_job_result(cfg, info, result, error, one_line(error) if error is not None else None)
+    except Exception as err:  # pragma: no cover - disk full, permissions
+        log.warning("could not write the job result file: %s", err)
 
 
 def main(app: Callable[[], None]) -> None:

@@ -35,7 +35,7 @@ if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
 fi
 
 echo "featvis setup: installing featvis and its pinned dependencies"
-"${pip[@]}" -e ".[dev]"
+"${pip[@]}" -e ".[dev,launchers]"
 "$VENV/bin/python" -c "import mmcv.ops, mmseg.apis, hydra, wandb, featvis" \
     || { echo "featvis setup: the installed stack does not import; see the errors above" >&2; exit 1; }
 echo "$want" > "$STAMP"

@@ -1,0 +1,135 @@
+"""Multirun sweeps: job result files, the sweep summary (contact sheets, index, W&B run) and launchers."""
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+
+from featvis.paths import ASSETS
+from featvis.summary import BAND, GAP, TILE_H, load_results, summarize
+from tests.conftest import history, run_cli, run_record, wandb_records, wandb_runs
+
+DEMO_IMAGE = ASSETS / "demo" / "images" / "scene_000.png"
+CHECKPOINT = ASSETS / "checkpoints" / "demo_pspnet.pth"
+
+
+def _sweep_2x2(tmp_path: Path, *extra: str):
+    b = tmp_path / "b.pth"
+    shutil.copy(CHECKPOINT, b)
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "layers=decoder,backbone", f"model.checkpoint=featvis::checkpoints/demo_pspnet.pth,{b}",
+                   f"image={DEMO_IMAGE}", "backends=[local,wandb]", *extra, f"hydra.sweep.dir={sweep}")
+    return proc, sweep
+
+
+EXPECTED_NAMES = sorted(f"layers={layers},model.checkpoint={ckpt}"
+                        for layers in ("decoder", "backbone") for ckpt in ("demo_pspnet.pth", "b.pth"))
+
+
+def _job_runs(sweep: Path):
+    """(job runs, summary runs): run records of the sweep's offline W&B runs."""
+    records = [(d, wandb_records(d)) for d in wandb_runs(sweep)]
+    jobs = [(d, r) for d, r in records if run_record(r)["job_type"] != "summary"]
+    summaries = [(d, r) for d, r in records if run_record(r)["job_type"] == "summary"]
+    return jobs, summaries
+
+
+def _assert_four_runs_in_one_group(sweep: Path):
+    jobs, summaries = _job_runs(sweep)
+    runs = [run_record(r) for _, r in jobs]
+    assert sorted(r["display_name"] for r in runs) == EXPECTED_NAMES
+    assert len({r["run_group"] for r in runs}) == 1 and runs[0]["run_group"].startswith("sweep-")
+    assert {r["job_type"] for r in runs} == {"layers,model.checkpoint"}
+    for _, records in jobs:
+        assert len(history(records)) == 1
+    return runs, summaries
+
+
+def test_2x2_sweep_writes_results_runs_and_a_summary(tmp_path):
+    proc, sweep = _sweep_2x2(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    runs, summaries = _assert_four_runs_in_one_group(sweep)
+
+    # every job's result file
+    results = load_results(sweep)
+    assert [r["status"] for r in results] == ["ok"] * 4
+    assert sorted(r["name"] for r in results) == EXPECTED_NAMES
+    assert {r["checkpoint"] for r in results} == {"demo_pspnet.pth", "b.pth"}
+    assert {r["layers"] for r in results} == {"decoder", "backbone"}
+    assert {r["reduction"] for r in results} == {"select_max"}
+    for r in results:
+        assert r["images"] == ["scene_000"] and r["error"] is None
+        assert {"input", "prediction"} <= set(r["panels"]["scene_000"])
+        assert not list(r["dir"].glob(".featvis_result.json.*"))  # written atomically, no leftovers
+
+    # one contact sheet per image, its size matching the layout: a row per job,
+    # a label tile + input + prediction + the most feature maps of any job
+    summary = json.loads((sweep / "summary" / "summary.json").read_text())
+    assert summary["counts"] == {"ok": 4}
+    (sheet_info,) = summary["sheets"].values()
+    n_maps = max(sum(p.startswith("featmap/") for p in r["panels"]["scene_000"]) for r in results)
+    rows, cols = 4, 1 + 2 + n_maps
+    h, w = TILE_H + BAND, round(TILE_H * 256 / 192)
+    sheet = cv2.imread(str(sweep / "summary" / "contact_scene_000.png"))
+    assert sheet.shape[:2] == (rows * h + (rows - 1) * GAP, cols * w + (cols - 1) * GAP)
+    assert (sheet_info["rows"], sheet_info["cols"]) == (rows, cols)
+    assert sorted(sheet_info["jobs"]) == EXPECTED_NAMES
+
+    index = (sweep / "summary" / "index.html").read_text()
+    assert index.count('<tr class="ok">') == 4 and "contact_scene_000.png" in index
+    for name in EXPECTED_NAMES:
+        assert name in index
+
+    # one W&B summary run in the sweep's group, with the comparison table
+    (summary_dir, records), = summaries
+    run = run_record(records)
+    assert run["display_name"] == "summary" and run["run_group"] == runs[0]["run_group"]
+    assert (sweep / "summary" / "wandb") in summary_dir.parents
+    (row,) = history(records)
+    assert row["comparison._type"] == "table-file"
+
+
+def test_a_failing_job_is_listed_in_the_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "layers.names=[decode_head.conv_seg],[decode_head.nosuch]", f"image={DEMO_IMAGE}",
+                   "backends=[local]", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1
+    results = {r["num"]: r for r in load_results(sweep)}
+    assert results[0]["status"] == "ok" and results[1]["status"] == "failed"
+    assert "nosuch" in results[1]["error"] and results[1]["images"] == []
+    summary = json.loads((sweep / "summary" / "summary.json").read_text())
+    assert summary["counts"] == {"ok": 1, "failed": 1}
+    assert summary["sheets"]["scene_000"]["rows"] == 1
+    index = (sweep / "summary" / "index.html").read_text()
+    assert index.count('<tr class="failed">') == 1 and "decode_head.nosuch" in index
+    assert not (sweep / "summary" / "wandb").exists()  # no job used W&B
+    # summarizing again by hand gives the same summary
+    assert summarize(sweep) == sweep / "summary"
+    assert json.loads((sweep / "summary" / "summary.json").read_text())["counts"] == summary["counts"]
+
+
+def test_single_run_writes_no_result_file_or_summary(tmp_path):
+    out = tmp_path / "X"
+    proc = run_cli(f"image={DEMO_IMAGE}", "backends=[local]", "layers.names=[decode_head.conv_seg]",
+                   f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "featvis_result.json").exists() and not (out / "summary").exists()
+
+
+def test_2x2_sweep_under_joblib(tmp_path):
+    proc, sweep = _sweep_2x2(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert proc.returncode == 0, proc.stderr
+    _, summaries = _assert_four_runs_in_one_group(sweep)
+    assert len(summaries) == 1
+    assert json.loads((sweep / "summary" / "summary.json").read_text())["counts"] == {"ok": 4}
+
+
+@pytest.mark.slow  # about 33 s on 2 CPU cores: submitit starts a Python process per job
+def test_2x2_sweep_under_submitit_local(tmp_path):
+    proc, sweep = _sweep_2x2(tmp_path, "hydra/launcher=submitit_local")
+    assert proc.returncode == 0, proc.stderr
+    _, summaries = _assert_four_runs_in_one_group(sweep)
+    assert len(summaries) == 1
+    assert json.loads((sweep / "summary" / "summary.json").read_text())["counts"] == {"ok": 4}
