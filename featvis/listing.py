@@ -32,6 +32,7 @@ from torch import nn
 from featvis import inputs
 from featvis.config_schema import validate
 from featvis.errors import LayerNotFoundError
+from featvis.hooks import HookSet
 from featvis.layer_selection import closest_names, format_pick, select_layers
 from featvis.model_loader import LoadedModel, load_model
 
@@ -60,7 +61,7 @@ def format_output(value: Any, _nesting: int = 0) -> str:
     return "None" if value is None else type(value).__name__
 
 
-class OutputShapes:
+class OutputShapes(HookSet):
     """Forward hooks on every named module that count the formatted shapes of its outputs.
 
         with OutputShapes(model) as shapes:
@@ -69,26 +70,14 @@ class OutputShapes:
     """
 
     def __init__(self, model: nn.Module) -> None:
+        super().__init__()
         self.model = model
         self.calls: Dict[str, Dict[str, int]] = {}  # name -> {formatted output: calls}, first seen first
-        self._handles: List[torch.utils.hooks.RemovableHandle] = []
 
-    def __enter__(self) -> "OutputShapes":
-        try:
-            for name, module in self.model.named_modules():
-                if name:
-                    self._handles.append(module.register_forward_hook(self._hook_for(name)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
+    def register(self) -> None:
+        for name, module in self.model.named_modules():
+            if name:
+                self.add(module.register_forward_hook(self._hook_for(name)))
 
     def _hook_for(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:

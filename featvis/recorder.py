@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from featvis.errors import LayerNotFoundError
+from featvis.hooks import HookSet
 from featvis.layer_selection import Pick, Selected, format_pick
 from featvis.reductions import Reduced
 from featvis.slide import Stitcher, Window, slide_windows
@@ -36,15 +37,15 @@ log = logging.getLogger(__name__)
 ReduceFn = Callable[..., Reduced]  # (feat (C, H, W), layer=<sub-name>) -> Reduced
 
 
-class FeatureRecorder:
+class FeatureRecorder(HookSet):
     def __init__(self, layers: Sequence[Selected], reduce_fn: ReduceFn,
                  watch: Optional[nn.Module] = None, root: Optional[nn.Module] = None) -> None:
+        super().__init__()
         self.layers = list(layers)
         self.reduce_fn = reduce_fn
         self.watch = watch  # the backbone: its input is the image, or the current slide window
         self.root = root  # the segmentor: its input is the whole image
         self.slide = slide_windows(root) if root is not None else None
-        self._handles: List[torch.utils.hooks.RemovableHandle] = []
         self._records: Dict[str, Dict[str, List[Reduced]]] = {}
         self._stitchers: Dict[str, Dict[str, Stitcher]] = {}
         self._calls: Dict[tuple, int] = {}
@@ -54,25 +55,13 @@ class FeatureRecorder:
         self._window = -1  # the window the model is in: one per call of `watch`
         self.skipped: Dict[str, str] = {}  # sub-name -> why it was not recorded
 
-    def __enter__(self) -> "FeatureRecorder":
-        try:
-            if self.slide is not None:
-                self._handles.append(self.root.register_forward_pre_hook(self._start_forward, with_kwargs=True))
-            if self.watch is not None:
-                self._handles.append(self.watch.register_forward_pre_hook(self._see_input))
-            for layer in self.layers:
-                self._handles.append(layer.module.register_forward_hook(self._hook_for(layer), with_kwargs=True))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
+    def register(self) -> None:
+        if self.slide is not None:
+            self.add(self.root.register_forward_pre_hook(self._start_forward, with_kwargs=True))
+        if self.watch is not None:
+            self.add(self.watch.register_forward_pre_hook(self._see_input))
+        for layer in self.layers:
+            self.add(layer.module.register_forward_hook(self._hook_for(layer), with_kwargs=True))
 
     def pop(self) -> Dict[str, List[Reduced]]:
         """Everything recorded since the last pop, layers in the user's order."""
