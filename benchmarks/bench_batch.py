@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -47,7 +46,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import (MIB, MODELS, ROOT, PeakRSS, busy_cpu_of_others, cleanup,  # noqa: E402
+from bench_pipeline import (MIB, MODELS, ROOT, PeakRSS, busy_cpu_of_others, cleanup, parse_common,  # noqa: E402
                             compose_cfg)
 
 PHASES = {"a": "plain mmseg", "b": "featvis job", "c": "process/image"}
@@ -224,13 +223,7 @@ def main() -> None:
     source.add_argument("--images", type=int, default=4, help="generate this many images (default 4)")
     source.add_argument("--folder", type=Path, help="use the images of this folder instead")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of (a) and (b), alternated; (c) runs once")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for noise in (r"``build_loss`` would be deprecated", r"Default ``avg_non_ignore`` is False"):
-        warnings.filterwarnings("ignore", message=noise)  # training-time notes, as in featvis.cli
+    args = parse_common(parser)
 
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import inference_model, init_model

@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import MIB, PeakRSS, busy_cpu_of_others, cleanup, default_image  # noqa: E402
+from bench_pipeline import MIB, PeakRSS, busy_cpu_of_others, cleanup, default_image, parse_common  # noqa: E402
 
 ANN = "mmseg::ann/ann_r50-d8_4xb2-40k_cityscapes-512x1024.py"
 PHASES = {"a": "plain", "b": "featvis", "c": "full outputs"}
@@ -138,13 +137,7 @@ def main() -> None:
     parser.add_argument("--full-repeats", type=int, default=1,
                         help="measured runs of (c) (default 1: it only shows the cost avoided)")
     parser.add_argument("--image", type=Path, help="default: a generated 512x1024 PNG")
-    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for noise in (r"``build_loss`` would be deprecated", r"Default ``avg_non_ignore`` is False"):
-        warnings.filterwarnings("ignore", message=noise)
+    args = parse_common(parser)
 
     from mmseg.apis import inference_model
 

@@ -22,7 +22,6 @@ import statistics
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -146,18 +145,25 @@ def default_image(model: str, tmp: Path) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=MODELS, default="demo")
-    parser.add_argument("--image", type=Path, help="default: a demo image, or a generated 512x1024 PNG")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each phase")
+def parse_common(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add the options every benchmark has (--json, --threads), parse, and apply them."""
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    for noise in (r"``build_loss`` would be deprecated", r"Default ``avg_non_ignore`` is False"):
-        warnings.filterwarnings("ignore", message=noise)  # training-time notes, as in featvis.cli
+    from featvis.cli import quiet_library_warnings
+
+    quiet_library_warnings()  # training-time notes, as in a featvis job
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=MODELS, default="demo")
+    parser.add_argument("--image", type=Path, help="default: a demo image, or a generated 512x1024 PNG")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each phase")
+    args = parse_common(parser)
 
     from featvis.checkpoints import resolve_checkpoint
     from featvis.errors import FeatvisError

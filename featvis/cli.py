@@ -20,7 +20,7 @@ from featvis.errors import FeatvisError
 
 log = logging.getLogger("featvis")
 
-_LIBRARY_NOISE = (
+LIBRARY_NOISE = (
     r"``build_loss`` would be deprecated",
     r"Default ``avg_non_ignore`` is False",
     r"``MultiScaleDeformableAttention`` has been moved",
@@ -29,6 +29,12 @@ _LIBRARY_NOISE = (
 
 def debug() -> bool:
     return os.environ.get("FEATVIS_DEBUG", "") not in ("", "0", "false")
+
+
+def quiet_library_warnings() -> None:
+    """Silence the library warnings about training-time settings that do not apply here."""
+    for noise in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=noise)
 
 
 def job(cfg: DictConfig) -> None:
@@ -41,8 +47,7 @@ def job(cfg: DictConfig) -> None:
     from featvis import job as job_info
 
     logging.captureWarnings(True)  # library warnings go to the job's log, not to stderr
-    for noise in _LIBRARY_NOISE:  # warnings about training-time settings that do not apply here
-        warnings.filterwarnings("ignore", message=noise)
+    quiet_library_warnings()
     info = job_info.from_hydra()
     result, error = None, None
     try:
