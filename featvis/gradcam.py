@@ -38,7 +38,8 @@ from torch import nn
 
 from featvis.errors import ReductionError
 from featvis.layer_selection import Selected
-from featvis.recorder import _pick
+from featvis.hooks import HookSet
+from featvis.recorder import pick_output
 from featvis.reductions import Reduced
 from featvis.tokens import token_grid, tokens_to_map
 
@@ -85,23 +86,19 @@ def gradcam_maps(model: nn.Module, image_bgr: np.ndarray, layers: Sequence[Selec
             calls[layer.name] += 1
             name = layer.name if calls[layer.name] == 1 else f"{layer.name}#{calls[layer.name]}"
             hints = [*args, *(output if isinstance(output, (tuple, list)) else ())]
-            captured.append(_Output(index, name, _pick(output, layer.pick, layer.module_name), hints))
+            captured.append(_Output(index, name, pick_output(output, layer.pick, layer.module_name), hints))
             return _copy_tensors(output)
         return hook
 
-    handles = []
-    try:
+    with HookSet() as hooks:  # removed on every exit path
         for index, layer in enumerate(layers):
-            handles.append(layer.module.register_forward_hook(hook_for(layer, index)))
+            hooks.add(layer.module.register_forward_hook(hook_for(layer, index)))
         data, _ = _preprare_data(image_bgr, model)
         with torch.enable_grad():
             data = model.data_preprocessor(data, False)
             inputs, samples = data["inputs"], data["data_samples"]
             metas = [s.metainfo for s in samples]
             seg_logits = model.inference(inputs, metas)
-    finally:
-        for handle in handles:
-            handle.remove()
 
     num_classes = seg_logits.shape[1]
     if not 0 <= target_class < num_classes:

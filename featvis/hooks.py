@@ -6,6 +6,8 @@
 
     with Recorder() as rec:      # a failure while registering removes what was registered
         model(x)                 # leaving the block (normally, by exception or Ctrl-C) removes all
+
+A plain HookSet works too: `with HookSet() as hooks: hooks.add(...)`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ class HookSet:
         self._handles: List[RemovableHandle] = []
 
     def register(self) -> None:
-        """Register the hooks with `add`; subclasses say which."""
-        raise NotImplementedError
+        """Register hooks with `add` on entering; subclasses say which (a plain set: none yet)."""
 
     def add(self, handle: RemovableHandle) -> None:
         self._handles.append(handle)

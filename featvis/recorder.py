@@ -104,7 +104,7 @@ class FeatureRecorder(HookSet):
             call = self._calls.get(key, 0) + 1
             self._calls[key] = call
             name = layer.name if call == 1 else f"{layer.name}#{call}"
-            picked = _pick(output, layer.pick, layer.module_name)
+            picked = pick_output(output, layer.pick, layer.module_name)
             hints = [*args, *kwargs.values(), *(output if isinstance(output, (tuple, list)) else ())]
             self._record(layer.name, name, picked, hints)
         return hook
@@ -155,7 +155,7 @@ def activation_stats(feat: torch.Tensor) -> Dict[str, float]:
     return dict(zip(("mean", "std", "zero_fraction", "max"), values))
 
 
-def _pick(output: Any, pick: Pick, module_name: str) -> Any:
+def pick_output(output: Any, pick: Pick, module_name: str) -> Any:
     """Follow `pick` ([i] and :key steps) into a module's output."""
     for depth, step in enumerate(pick):
         where = module_name + format_pick(pick[:depth])
