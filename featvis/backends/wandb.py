@@ -38,6 +38,7 @@ from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 
 from featvis.backends.run_info import RunAwareBackend, RunInfo
 from featvis.errors import ConfigError
+from featvis.rendering import IGNORE_INDEX  # mmseg's ignore label in ground-truth masks
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +210,6 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
         data = [[image_id, *(row.get(c) for c in columns[1:])] for image_id, row in self._rows.items()]
         # in the summary, not the history: the history keeps exactly one row per image
         self._run.summary["featvis/table"] = wandb.Table(columns=columns, data=data, allow_mixed_types=True)
-
-
-IGNORE_INDEX = 255  # mmseg's ignore label in ground-truth masks
 
 
 def _masks(pred: Optional[np.ndarray], gt: Optional[np.ndarray],
