@@ -39,9 +39,11 @@ ReduceFn = Callable[..., Reduced]  # (feat (C, H, W), layer=<sub-name>) -> Reduc
 
 class FeatureRecorder(HookSet):
     def __init__(self, layers: Sequence[Selected], reduce_fn: ReduceFn,
-                 watch: Optional[nn.Module] = None, root: Optional[nn.Module] = None) -> None:
+                 watch: Optional[nn.Module] = None, root: Optional[nn.Module] = None,
+                 quiet: Sequence[str] = ()) -> None:
         super().__init__()
         self.layers = list(layers)
+        self.quiet = set(quiet)  # layer names recorded for other jobs: their problems are theirs to report
         self.reduce_fn = reduce_fn
         self.watch = watch  # the backbone: its input is the image, or the current slide window
         self.root = root  # the segmentor: its input is the whole image
@@ -53,7 +55,7 @@ class FeatureRecorder(HookSet):
         self._input_hw: Tuple[int, int] = (0, 0)
         self._windows: List[Window] = []  # this forward's slide windows
         self._window = -1  # the window the model is in: one per call of `watch`
-        self.skipped: Dict[str, str] = {}  # sub-name -> why it was not recorded
+        self.skipped: Dict[str, Dict[str, str]] = {}  # layer name -> {sub-name: why it was not recorded}
 
     def register(self) -> None:
         if self.slide is not None:
@@ -64,12 +66,16 @@ class FeatureRecorder(HookSet):
             self.add(layer.module.register_forward_hook(self._hook_for(layer), with_kwargs=True))
 
     def pop(self) -> Dict[str, List[Reduced]]:
-        """Everything recorded since the last pop, layers in the user's order."""
-        out: Dict[str, List[Reduced]] = {}
+        """Everything recorded since the last pop, by sub-name, layers in the user's order."""
+        return flatten(self.pop_layers())
+
+    def pop_layers(self) -> Dict[str, Dict[str, List[Reduced]]]:
+        """Everything recorded since the last pop: {layer name: {sub-name: [Reduced]}}, in the user's order."""
+        out: Dict[str, Dict[str, List[Reduced]]] = {}
         for layer in self.layers:
-            out.update(self._records.get(layer.name, {}))
+            subs = out.setdefault(layer.name, dict(self._records.get(layer.name, {})))
             for name, stitcher in self._stitchers.get(layer.name, {}).items():
-                out[name] = [self._reduce(item, name) for item in stitcher.result()]
+                subs[name] = [self._reduce(item, name) for item in stitcher.result()]
         self._records.clear()
         self._stitchers.clear()
         self._calls.clear()
@@ -114,7 +120,7 @@ class FeatureRecorder(HookSet):
             if output.dim() == 3:  # (B, N, C) tokens
                 grid = token_grid(output.shape[1], hints, self._aspect)
                 if grid is None:
-                    self._skip(name, f"cannot tell the (H, W) grid of its {output.shape[1]} tokens "
+                    self._skip(layer, name, f"cannot tell the (H, W) grid of its {output.shape[1]} tokens "
                                      f"(output {tuple(output.shape)}): no hw_shape is passed along and no "
                                      "factorisation matches the image's aspect ratio")
                     return
@@ -126,7 +132,7 @@ class FeatureRecorder(HookSet):
             elif output.dim() == 4:  # (B, C, H, W): one map per batch item
                 self._records.setdefault(layer, {})[name] = [self._reduce(item, name) for item in output]
             else:
-                self._skip(name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
+                self._skip(layer, name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
                                  "or (B, N, C) tokens")
         elif isinstance(output, (tuple, list)):
             for i, item in enumerate(output):
@@ -135,23 +141,38 @@ class FeatureRecorder(HookSet):
             for key, item in output.items():
                 self._record(layer, f"{name}:{key}", item, hints)
         else:
-            self._skip(name, f"output of type {type(output).__name__} holds no tensor")
+            self._skip(layer, name, f"output of type {type(output).__name__} holds no tensor")
 
-    def _skip(self, name: str, why: str) -> None:
-        if name not in self.skipped:
-            self.skipped[name] = why
-            log.warning("layer %s is not drawn: %s", name, why)
+    def _skip(self, layer: str, name: str, why: str) -> None:
+        subs = self.skipped.setdefault(layer, {})
+        if name not in subs:
+            subs[name] = why
+            if layer not in self.quiet:
+                log.warning("layer %s is not drawn: %s", name, why)
+
+
+def flatten(by_layer: Dict[str, Dict[str, List[Reduced]]], names: Optional[Sequence[str]] = None
+            ) -> Dict[str, List[Reduced]]:
+    """{layer: {sub-name: maps}} -> {sub-name: maps}, for `names` (default: every layer) in that order."""
+    out: Dict[str, List[Reduced]] = {}
+    for name in (by_layer if names is None else names):
+        out.update(by_layer.get(name, {}))
+    return out
 
 
 def activation_stats(feat: torch.Tensor) -> Dict[str, float]:
     """mean, std (population), fraction of exact zeros and max of a whole (C, H, W) map, as floats.
 
     Computed in float32 on the map's device with one transfer to the CPU; NaN/Inf propagate.
+    Every layer of a sweep's union pays this, so it avoids full-size temporaries: the zeros
+    are counted on a bool view (4x less memory traffic than comparing floats), the variance
+    is torch's two-pass one (accurate when the mean is large against the spread).
     """
     x = feat.detach().float()
     if x.numel() == 0:
         return {"mean": float("nan"), "std": float("nan"), "zero_fraction": float("nan"), "max": float("nan")}
-    values = torch.stack([x.mean(), x.std(correction=0), (x == 0).float().mean(), x.max()]).tolist()
+    nonzero = x.bool().count_nonzero()  # NaN counts as nonzero, as `x == 0` is False for it
+    values = torch.stack([x.mean(), x.var(correction=0).sqrt(), 1 - nonzero / x.numel(), x.amax()]).tolist()
     return dict(zip(("mean", "std", "zero_fraction", "max"), values))
 
 

@@ -63,7 +63,7 @@ def test_tuple_and_dict_elements_recorded_under_sub_names_in_user_order():
     y = model.conv(x)
     assert torch.allclose(maps["pair[1]"][0].maps[0], (y * 3)[0].mean(0), atol=1e-5)
     assert torch.allclose(maps["named:low"][0].maps[0], (y * 2 + 1)[0].mean(0), atol=1e-5)
-    assert "named:note" in rec.skipped
+    assert "named:note" in rec.skipped["named"]
 
 
 def test_batch_dimension_kept_not_indexed_with_zero():
@@ -99,7 +99,7 @@ def test_non_map_output_is_reported_not_drawn():
     with FeatureRecorder(_select(model, "tokens"), _mean()) as rec:
         model(torch.randn(1, 2, 4, 4))
     assert rec.pop() == {}
-    assert "tokens" in rec.skipped and "(1, 8, 16)" in rec.skipped["tokens"]
+    assert "(1, 8, 16)" in rec.skipped["tokens"]["tokens"]
 
 
 def test_pop_clears_between_images():
@@ -212,4 +212,15 @@ def test_tokens_whose_grid_cannot_be_inferred_are_reported():
     with FeatureRecorder(_select(model, "norm"), _mean(), watch=model.stem) as rec:
         model(torch.zeros(1, 3, 64, 128), tokens, None)
     assert rec.pop() == {}
-    assert "cannot tell the (H, W) grid of its 7 tokens" in rec.skipped["norm"]
+    assert "cannot tell the (H, W) grid of its 7 tokens" in rec.skipped["norm"]["norm"]
+
+
+def test_problems_of_layers_recorded_for_other_jobs_are_not_logged(caplog):
+    """share_forward records the layers of a sweep's other jobs: their problems are reported by those jobs."""
+    model = Net()
+    with FeatureRecorder(_select(model, "tokens"), _mean(), quiet=["tokens"]) as rec:
+        model(torch.randn(1, 2, 4, 4))
+    assert rec.skipped["tokens"] and not [r for r in caplog.records if "is not drawn" in r.getMessage()]
+    with FeatureRecorder(_select(model, "tokens"), _mean()):
+        model(torch.randn(1, 2, 4, 4))
+    assert [r for r in caplog.records if "tokens is not drawn" in r.getMessage()]
