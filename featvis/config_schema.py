@@ -97,6 +97,9 @@ class Config:
     sample: str = "first"  # first | random (seeded by `seed`): which images when max_images is set
     seed: int = 0
     data_root: Optional[str] = None  # image=dataset:<split>: where the config's dataset lives
+    # multirun: jobs that differ only in what they draw of a model (layers, scales, backends)
+    # run it once per image and share the recorded maps (featvis.sweep_plan); false: each job runs it
+    share_forward: bool = True
     wandb: WandbConfig = field(default_factory=WandbConfig)
     listing: ListingConfig = field(default_factory=ListingConfig)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 MAX_NAME = 128  # W&B's limit for run names
-PLUMBING = {"backends", "wandb", "device"}  # keys that change where results go, not what they show
+PLUMBING = {"backends", "wandb", "device", "share_forward"}  # keys that change where results go, not what they show
 
 
 @dataclass

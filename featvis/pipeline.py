@@ -29,7 +29,8 @@ from featvis.job import JobInfo
 from featvis.layer_selection import select_layers
 from featvis import model_cache
 from featvis.model_loader import LoadedModel
-from featvis.recorder import FeatureRecorder
+from featvis.recorder import FeatureRecorder, flatten
+from featvis import shared_forward
 from featvis import gradcam
 from featvis.reductions import (GRADIENT_REDUCTIONS, PcaBases, Reduced, class_map_options, reduce,
                                 resolve_class)
@@ -45,6 +46,8 @@ class JobResult:
     output_dir: Path  # <job output>/featvis
     images: List[str] = field(default_factory=list)  # stems, in logging order
     panels: Dict[str, List[str]] = field(default_factory=dict)  # stem -> panel names
+    forwards: int = 0  # images the model ran on in this job
+    reused: int = 0  # images whose maps an earlier job of the sweep recorded (share_forward)
 
 
 def run(cfg: DictConfig, job: JobInfo) -> JobResult:
@@ -71,9 +74,11 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
     reduce_fn = _reduce_fn(cfg, loaded)  # class options are checked here, before any output
 
     result = JobResult(output_dir=final)
+    sharing = shared_forward.for_job(cfg, job.sweep_dir, loaded, layers)  # other jobs' layers, when planned
+    extra = sharing.extra if sharing else []
     watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
-    record = partial(FeatureRecorder, layers, watch=watch, root=loaded.model)
-    inference = _Inference(cfg, loaded, layers, record(reduce_fn))  # Grad-CAM checks its class here
+    record = partial(FeatureRecorder, layers + extra, watch=watch, root=loaded.model, quiet=[l.name for l in extra])
+    inference = _Inference(cfg, loaded, layers, record(reduce_fn), sharing)  # Grad-CAM checks its class here
     if cfg.reduction.name == "pca_rgb" and cfg.reduction.shared_basis:
         inference.recorder = record(_fit_shared_pca(loaded, record, samples))
     with visualizer, inference as infer:
@@ -82,6 +87,10 @@ def run(cfg: DictConfig, job: JobInfo) -> JobResult:
         with Drawer(cfg, loaded, visualizer, result) as drawer:
             for item in _progress(inputs.iter_loaded(samples, problems), len(samples)):
                 drawer.submit(Recorded(item, *infer(item)))
+    result.forwards, result.reused = inference.forwards, inference.reused
+    if inference.reused:
+        log.info("%d of %d images drawn from an earlier job's forward pass (share_forward)",
+                 inference.reused, inference.reused + inference.forwards)
     if not result.images:  # every image failed to decode: nothing to show
         raise inputs.InputError(problems[0].message)
     shutil.rmtree(final, ignore_errors=True)  # an earlier complete job in this folder: replaced
@@ -119,12 +128,19 @@ def _fit_shared_pca(loaded: LoadedModel, record: Callable[..., FeatureRecorder],
 
 
 class _Inference:
-    """image -> (prediction, {layer: [Reduced]}): forward hooks, or Grad-CAM's own forward and backward."""
+    """image -> (prediction, {layer: [Reduced]}): forward hooks, or Grad-CAM's own forward and backward.
 
-    def __init__(self, cfg: DictConfig, loaded: LoadedModel, layers: List[Any], recorder: FeatureRecorder) -> None:
-        self.model, self.layers = loaded.model, layers
+    With `sharing`, the recorder also records the layers of the sweep's other jobs, and an
+    image another job already ran is taken from what that job kept.
+    """
+
+    def __init__(self, cfg: DictConfig, loaded: LoadedModel, layers: List[Any], recorder: FeatureRecorder,
+                 sharing: Optional[shared_forward.Sharing] = None) -> None:
+        self.model, self.layers, self.sharing = loaded.model, layers, sharing
+        self.own = [layer.name for layer in layers]
         self.gradcam_class: Optional[int] = None
         self.recorder: Optional[FeatureRecorder] = recorder
+        self.forwards = self.reused = 0
         if cfg.reduction.name in GRADIENT_REDUCTIONS:
             gradcam.check_supported(self.model)
             self.gradcam_class = resolve_class(cfg.reduction.target_class, loaded.dataset_meta["classes"])
@@ -141,12 +157,22 @@ class _Inference:
 
     def __call__(self, item: inputs.Loaded) -> Tuple[Any, Dict[str, List[Reduced]]]:
         if self.recorder is None:
+            self.forwards += 1
             res = gradcam.gradcam_maps(self.model, item.image_bgr, self.layers, self.gradcam_class)
             return res.sample, {name: [reduced] for name, reduced in res.maps.items()}
+        kept = self.sharing.take(item.sample.image_path) if self.sharing else None
+        if kept is not None:
+            self.reused += 1
+            sample, by_layer = kept
+            return sample, flatten(by_layer, self.own)
         from mmseg.apis import inference_model
 
         sample = inference_model(self.model, item.image_bgr)
-        return sample, self.recorder.pop()
+        self.forwards += 1
+        by_layer = self.recorder.pop_layers()
+        if self.sharing is not None:
+            self.sharing.keep(item.sample.image_path, sample, by_layer, self.recorder.skipped)
+        return sample, flatten(by_layer, self.own)
 
 
 def _report_skipped(problems: List[inputs.Problem], result: JobResult) -> None:

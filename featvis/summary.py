@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -71,6 +72,8 @@ def write_job_result(cfg: Any, info: Any, result: Any, error: Optional[BaseExcep
         "exit_code": 0 if error is None else getattr(error, "exit_code", 1),
         "images": images,
         "panels": panels,
+        "forwards": getattr(result, "forwards", None),  # images the model ran on in this job
+        "reused": getattr(result, "reused", None),  # images taken from an earlier job's forward (share_forward)
         "model": info.choices.get("model"),
         "checkpoint": _safe(lambda: _basename(cfg.model.checkpoint)),
         "layers": info.choices.get("layers"),
@@ -207,6 +210,32 @@ def _captioned(img: np.ndarray, caption: str, w: int) -> np.ndarray:
     return tile
 
 
+# Captioned tiles of panel files, kept between the summaries of one sweep: under the basic
+# launcher the summary is rewritten after every job, and re-reading every earlier job's
+# full-size PNGs each time would cost O(jobs^2). Keyed by the file's stat, so a re-run
+# job's new pictures are read again; at most TILE_CACHE_BYTES are kept.
+TILE_CACHE_BYTES = 256 * 2 ** 20
+_TILES: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+
+
+def _panel_tile(path: Path, caption: str, w: int) -> np.ndarray:
+    try:
+        stat = path.stat()
+        key: Optional[tuple] = (str(path), stat.st_mtime_ns, stat.st_size, caption, w)
+    except OSError:
+        key = None
+    if key in _TILES:
+        _TILES.move_to_end(key)
+        return _TILES[key]
+    img = _read_rgb(path) if key is not None else None
+    tile = _captioned(img if img is not None else np.full((TILE_H, w, 3), 200, np.uint8), caption, w)
+    if key is not None:
+        _TILES[key] = tile
+        while sum(t.nbytes for t in _TILES.values()) > TILE_CACHE_BYTES:
+            _TILES.popitem(last=False)
+    return tile
+
+
 def _row_panels(job: dict, stem: str) -> List[str]:
     """A job's panels for one image, in sheet order: input, prediction, then its feature maps."""
     panels = job.get("panels", {}).get(stem, [])
@@ -233,10 +262,8 @@ def contact_sheet(jobs: List[dict], stem: str) -> tuple:
         _text(label, lines[: (TILE_H + BAND) // 15], 0)
         row = []
         for panel in _row_panels(job, stem):
-            img = _read_rgb(Path(job["dir"]) / "featvis" / "local" / stem / f"{panel}.png")
-            if img is None:
-                img = np.full((TILE_H, w, 3), 200, np.uint8)
-            row.append(_captioned(img, panel.split("/", 1)[-1], w))
+            path = Path(job["dir"]) / "featvis" / "local" / stem / f"{panel}.png"
+            row.append(_panel_tile(path, panel.split("/", 1)[-1], w))
         row += [np.full((TILE_H + BAND, w, 3), 255, np.uint8)] * (cols - len(row))
         strips[job["name"]] = grid(row, 1, cols, GAP)
         tiles += [label] + row
@@ -251,26 +278,23 @@ def contact_sheet(jobs: List[dict], stem: str) -> tuple:
 
 def summarize(sweep_dir: Path, wandb_run: bool = False) -> Path:
     """Write `<sweep_dir>/summary/` from every job's result file; returns that folder."""
-    import cv2
-
     sweep_dir = Path(sweep_dir)
     out = sweep_dir / SUMMARY
     out.mkdir(parents=True, exist_ok=True)
     jobs = load_results(sweep_dir)
-    stems: List[str] = []
-    for job in jobs:
-        stems += [s for s in job.get("images", []) if s not in stems]
+    stems = _stems(jobs)
     sheets = {}
+    wanted = wandb_run and _wandb_jobs(jobs) and not (out / _WANDB_MARK).exists()
+    strips = _Strips(out) if wanted else None  # each job's row of each sheet, for the W&B table
     for stem in stems:
         if not any(_row_panels(j, stem) for j in jobs):
             continue
-        sheet, layout, _ = contact_sheet(jobs, stem)
+        sheet, layout, rows = contact_sheet(jobs, stem)
         name = f"contact_{stem}.png"
-        ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise OSError(f"cannot encode {name}")
-        _write_atomic(out / name, png.tobytes())
+        _write_atomic(out / name, _png(sheet, name))
         sheets[stem] = dict(layout, file=name)
+        if strips is not None:
+            strips.add(stem, rows)
     listed = [{k: (str(Path(v).relative_to(sweep_dir)) if k == "dir" else v) for k, v in j.items()
                if k != "job_dir"} for j in jobs]
     counts: Dict[str, int] = {}
@@ -279,9 +303,45 @@ def summarize(sweep_dir: Path, wandb_run: bool = False) -> Path:
     summary = {"sweep_dir": str(sweep_dir), "jobs": listed, "sheets": sheets, "counts": counts}
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
     _write_atomic(out / "index.html", _index_html(sweep_dir, listed, sheets).encode())
-    if wandb_run:
-        wandb_summary(sweep_dir, jobs)
+    if strips is not None:
+        with strips:
+            wandb_summary(sweep_dir, jobs, strips=strips.files)
     return out
+
+
+def _png(rgb: np.ndarray, name: str) -> bytes:
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode {name}")
+    return png.tobytes()
+
+
+class _Strips:
+    """Each job's contact-sheet row per image, as PNG files in a temporary folder of the summary."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=".strips-", dir=out))
+        self.files: Dict[str, Dict[str, Path]] = {}  # stem -> job name -> file
+
+    def add(self, stem: str, rows: Dict[str, np.ndarray]) -> None:
+        for name, strip in rows.items():
+            path = self.dir / f"{sum(map(len, self.files.values()))}.png"
+            path.write_bytes(_png(strip, path.name))
+            self.files.setdefault(stem, {})[name] = path
+
+    def __enter__(self) -> "_Strips":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)  # wandb copied the pictures into the run at finish
+
+
+def _wandb_jobs(jobs: List[dict]) -> List[dict]:
+    return [j for j in jobs if "wandb" in (j.get("backends") or []) and j.get("wandb")]
 
 
 def _index_html(sweep_dir: Path, jobs: List[dict], sheets: Dict[str, dict]) -> str:
@@ -319,17 +379,19 @@ tr.failed{{background:#fdd}} tr.skipped-images{{background:#ffd}}</style></head>
 # --------------------------------------------------------------------------- the W&B summary run
 
 
-def wandb_summary(sweep_dir: Path, jobs: Optional[List[dict]] = None, once: bool = True) -> Optional[Path]:
+def wandb_summary(sweep_dir: Path, jobs: Optional[List[dict]] = None, once: bool = True,
+                  strips: Optional[Dict[str, Dict[str, Path]]] = None) -> Optional[Path]:
     """One W&B run in the sweep's group comparing the jobs: a table, a row per image, a column per job.
 
-    Each cell is that job's row of the image's contact sheet (input, prediction, feature maps).
+    Each cell is that job's row of the image's contact sheet (input, prediction, feature maps):
+    `strips` ({image stem: {job name: PNG file}}, as `summarize` writes them), else drawn here.
     Opened offline unless an API key is configured (wandb.mode of the jobs, resolved as
     featvis.backends.wandb does); its files go to `<sweep dir>/summary/wandb/`. With `once`,
     only the first caller in the sweep creates it.
     """
     sweep_dir = Path(sweep_dir)
     jobs = load_results(sweep_dir) if jobs is None else jobs
-    with_wandb = [j for j in jobs if "wandb" in (j.get("backends") or []) and j.get("wandb")]
+    with_wandb = _wandb_jobs(jobs)
     if not with_wandb:
         return None
     out = sweep_dir / SUMMARY
@@ -339,7 +401,12 @@ def wandb_summary(sweep_dir: Path, jobs: Optional[List[dict]] = None, once: bool
             os.close(os.open(out / _WANDB_MARK, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return None
-    import cv2
+    if strips is None:
+        with _Strips(out) as drawn:
+            for stem in _stems(jobs):
+                if any(_row_panels(j, stem) for j in jobs):
+                    drawn.add(stem, contact_sheet(jobs, stem)[2])
+            return wandb_summary(sweep_dir, jobs, once=False, strips=drawn.files)
     import wandb
 
     from featvis.backends.wandb import resolve_mode
@@ -355,28 +422,12 @@ def wandb_summary(sweep_dir: Path, jobs: Optional[List[dict]] = None, once: bool
                      entity=settings_.get("entity"), group=group, job_type="summary", name="summary",
                      mode=mode, settings=settings, reinit="finish_previous",
                      config={"sweep_dir": str(sweep_dir), "jobs": [j["name"] for j in jobs]})
-    import shutil
-
-    tmp = Path(tempfile.mkdtemp(prefix=".strips-", dir=out))
     try:
         names = [j["name"] for j in jobs if j["status"] != "failed"]
-        stems: List[str] = []
-        for j in jobs:
-            stems += [s for s in j.get("images", []) if s not in stems]
         table = wandb.Table(columns=["image"] + names)
-        for stem in stems:
-            if not any(_row_panels(j, stem) for j in jobs):
-                continue
-            _, _, strips = contact_sheet(jobs, stem)
-            cells = []
-            for name in names:
-                strip = strips.get(name)
-                if strip is None:
-                    cells.append(None)
-                    continue
-                path = tmp / f"{len(list(tmp.iterdir()))}.png"
-                cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
-                cells.append(wandb.Image(str(path), caption=f"{name} | {stem}"))
+        for stem, files in strips.items():
+            cells = [wandb.Image(str(files[name]), caption=f"{name} | {stem}") if name in files else None
+                     for name in names]
             table.add_data(stem, *cells)
         jobs_table = wandb.Table(columns=["job", "status", "error", "checkpoint", "layers", "reduction", "images"])
         for j in jobs:
@@ -387,10 +438,15 @@ def wandb_summary(sweep_dir: Path, jobs: Optional[List[dict]] = None, once: bool
     except BaseException:
         run.finish(exit_code=1)
         raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # wandb copied the pictures into the run at finish
     log.info("W&B summary run written under %s (%s)", save_dir, mode)
     return save_dir
+
+
+def _stems(jobs: List[dict]) -> List[str]:
+    stems: List[str] = []
+    for job in jobs:
+        stems += [s for s in job.get("images", []) if s not in stems]
+    return stems
 
 
 # --------------------------------------------------------------------------- the Hydra callback
@@ -399,16 +455,12 @@ def wandb_summary(sweep_dir: Path, jobs: Optional[List[dict]] = None, once: bool
 def expected_jobs(sweep_dir: Path) -> Optional[int]:
     """How many jobs the basic sweeper makes of the sweep's overrides (multirun.yaml); None if unknown."""
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
-        conf = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
-        if "basic" not in str(OmegaConf.select(conf, "hydra.sweeper._target_", default="basic")).lower():
-            return None
-        task = OmegaConf.to_container(conf.hydra.overrides.task, resolve=False)
-        parsed = OverridesParser.create().parse_overrides(task)
-        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+        from featvis.sweep_plan import sweep_overrides
+
+        jobs = sweep_overrides(OmegaConf.load(Path(sweep_dir) / "multirun.yaml"))
+        return None if jobs is None else len(jobs)
     except Exception:
         return None
 
@@ -422,15 +474,22 @@ except ImportError:  # pragma: no cover
 class SweepSummary(_Callback):  # type: ignore[misc]
     """Hydra callback: keep `<sweep dir>/summary/` up to date after every multirun job."""
 
+    def __init__(self) -> None:
+        self._complete: Optional[Path] = None  # a sweep whose final summary this process wrote
+
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         sweep_dir = self._sweep_dir(config)
         if sweep_dir is None:
             return  # a single run: nothing to summarize
-        self._summarize(sweep_dir, last=self._all_done(sweep_dir))
+        last = self._all_done(sweep_dir)
+        if self._summarize(sweep_dir, last=last) and last:
+            self._complete = sweep_dir  # the basic launcher: on_multirun_end has nothing left to do
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         try:
-            self._summarize(Path(config.hydra.sweep.dir), last=True)
+            sweep_dir = Path(config.hydra.sweep.dir)
+            if sweep_dir != self._complete:  # parallel launchers end their jobs in other processes
+                self._summarize(sweep_dir, last=True)
         except Exception as err:
             log.warning("featvis sweep summary failed: %s", err)
 
@@ -451,12 +510,14 @@ class SweepSummary(_Callback):  # type: ignore[misc]
         return total is not None and len(load_results(sweep_dir)) >= total
 
     @staticmethod
-    def _summarize(sweep_dir: Path, last: bool) -> None:
+    def _summarize(sweep_dir: Path, last: bool) -> bool:
         try:
             out = summarize(sweep_dir, wandb_run=last)
             log.info("sweep summary: %s", out / "index.html")
+            return True
         except Exception as err:  # a summary must never fail a job
             log.warning("featvis sweep summary failed: %s", err)
+            return False
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -37,10 +37,11 @@ def _no_wandb_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
 
 @pytest.fixture(autouse=True)
 def _fresh_model_cache() -> None:
-    """Each test loads its models itself (the cache is tested on its own)."""
-    from featvis import model_cache
+    """Each test loads its models and runs its forward passes itself (the caches are tested on their own)."""
+    from featvis import model_cache, shared_forward
 
     model_cache.clear()
+    shared_forward.clear()
 
 
 def cli_env(**extra: str) -> dict:

@@ -124,10 +124,11 @@ def test_missing_layer_preset_explained():
         validate(cfg)
 
 
-def test_no_target_in_shipped_presets_only_featvis_own_hydra_callback():
+def test_no_target_in_shipped_presets_only_featvis_own_hydra_callbacks():
     for path in CONF.rglob("*.yaml"):
         if path != CONF / "config.yaml":
             assert "_target_" not in path.read_text(), path
     main = OmegaConf.load(CONF / "config.yaml")
     assert "_target_" not in OmegaConf.to_yaml({k: v for k, v in main.items() if k != "hydra"})
-    assert [c._target_ for c in main.hydra.callbacks.values()] == ["featvis.summary.SweepSummary"]
+    assert [c._target_ for c in main.hydra.callbacks.values()] == ["featvis.sweep_plan.SweepPlan",
+                                                               "featvis.summary.SweepSummary"]

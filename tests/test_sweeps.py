@@ -64,6 +64,15 @@ def test_2x2_sweep_writes_results_runs_and_a_summary(tmp_path):
         assert {"input", "prediction"} <= set(r["panels"]["scene_000"])
         assert not list(r["dir"].glob(".featvis_result.json.*"))  # written atomically, no leftovers
 
+    # share_forward: one forward pass per (checkpoint, image), taken by the other layer preset's job
+    by_name = {r["name"]: (r["forwards"], r["reused"]) for r in results}
+    for ckpt in ("demo_pspnet.pth", "b.pth"):
+        assert by_name[f"layers=decoder,model.checkpoint={ckpt}"] == (1, 0)
+        assert by_name[f"layers=backbone,model.checkpoint={ckpt}"] == (0, 1)
+    plan = json.loads((sweep / "featvis_plan.json").read_text())["groups"]
+    assert sorted((g["checkpoint"].split("/")[-1], g["jobs"]) for g in plan.values()) == [
+        ("b.pth", 2), ("demo_pspnet.pth", 2)]
+
     # one contact sheet per image, its size matching the layout: a row per job,
     # a label tile + input + prediction + the most feature maps of any job
     summary = json.loads((sweep / "summary" / "summary.json").read_text())
@@ -99,6 +108,8 @@ def test_a_failing_job_is_listed_in_the_summary(tmp_path):
     results = {r["num"]: r for r in load_results(sweep)}
     assert results[0]["status"] == "ok" and results[1]["status"] == "failed"
     assert "nosuch" in results[1]["error"] and results[1]["images"] == []
+    job_log = (results[1]["dir"] / "run.log").read_text()
+    assert "featvis: error: layer 'decode_head.nosuch'" in job_log and "Traceback" not in job_log
     summary = json.loads((sweep / "summary" / "summary.json").read_text())
     assert summary["counts"] == {"ok": 1, "failed": 1}
     assert summary["sheets"]["scene_000"]["rows"] == 1
@@ -108,6 +119,16 @@ def test_a_failing_job_is_listed_in_the_summary(tmp_path):
     # summarizing again by hand gives the same summary
     assert summarize(sweep) == sweep / "summary"
     assert json.loads((sweep / "summary" / "summary.json").read_text())["counts"] == summary["counts"]
+
+
+def test_with_featvis_debug_a_failed_jobs_log_keeps_its_traceback(tmp_path):
+    """Remote launchers (Ray, submitit) lose a job's traceback on the way back: the job's log keeps it."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "layers.names=[decode_head.nosuch]", f"image={DEMO_IMAGE}", "backends=[local]",
+                   f"hydra.sweep.dir={sweep}", FEATVIS_DEBUG="1")
+    assert proc.returncode == 1
+    job_log = (sweep / "0" / "run.log").read_text()
+    assert "Traceback" in job_log and "LayerNotFoundError" in job_log and "select_layers" in job_log
 
 
 def test_single_run_writes_no_result_file_or_summary(tmp_path):
@@ -124,6 +145,9 @@ def test_2x2_sweep_under_joblib(tmp_path):
     _, summaries = _assert_four_runs_in_one_group(sweep)
     assert len(summaries) == 1
     assert json.loads((sweep / "summary" / "summary.json").read_text())["counts"] == {"ok": 4}
+    # jobs run at the same time in workers Hydra picks: each runs its own forward pass, no plan
+    assert not (sweep / "featvis_plan.json").exists()
+    assert [(r["forwards"], r["reused"]) for r in load_results(sweep)] == [(1, 0)] * 4
 
 
 @pytest.mark.slow  # about 33 s on 2 CPU cores: submitit starts a Python process per job
