@@ -15,6 +15,7 @@ import numpy as np
 from mmengine.registry import VISBACKENDS
 
 import featvis.backends  # noqa: F401  (registers featvis's backends)
+from featvis.backends.png import LazyPNG
 from featvis.backends.run_info import RunAwareBackend, RunInfo
 
 
@@ -53,6 +54,7 @@ class FeatureVisualizer:
                 backend.add_config(as_mmengine)
 
     def add_image(self, name: str, image: np.ndarray, step: int, **meta: Any) -> None:
+        meta.setdefault("png", LazyPNG(image))  # encoded once, by the first backend that stores a PNG
         for backend in self.backends.values():
             backend.add_image(name, image, step=step, **meta)
 

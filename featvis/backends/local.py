@@ -10,11 +10,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import cv2
 import numpy as np
 import yaml
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
+
+from featvis.backends.png import LazyPNG, write_png
 
 
 @VISBACKENDS.register_module()
@@ -39,11 +40,10 @@ class FeatvisLocalVisBackend(BaseVisBackend):
 
     @force_init_env
     def add_image(self, name: str, image: np.ndarray, step: int = 0,
-                  image_id: Optional[str] = None, **kwargs: Any) -> None:
+                  image_id: Optional[str] = None, png: Optional[LazyPNG] = None, **kwargs: Any) -> None:
         path = self._root / (image_id or f"{step:05d}") / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {path}")
+        write_png(path, image, png)
 
     @force_init_env
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:

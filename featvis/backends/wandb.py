@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import urlparse
 
-import cv2
 import numpy as np
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 
+from featvis.backends.png import LazyPNG, write_png
 from featvis.backends.run_info import RunAwareBackend, RunInfo
 from featvis.errors import ConfigError
 from featvis.rendering import IGNORE_INDEX  # mmseg's ignore label in ground-truth masks
@@ -142,13 +142,12 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
                   image_id: Optional[str] = None, pred_mask: Optional[np.ndarray] = None,
                   gt_mask: Optional[np.ndarray] = None, class_names: Optional[Sequence[str]] = None,
                   layer: Optional[str] = None, stats: Optional[Dict[str, float]] = None,
-                  **kwargs: Any) -> None:
+                  png: Optional[LazyPNG] = None, **kwargs: Any) -> None:
         import wandb
 
         self._n_encoded += 1
         path = self._encoded / f"{self._n_encoded}.png"
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {path}")
+        write_png(path, image, png)
         masks = _masks(pred_mask, gt_mask, class_names)
         picture = wandb.Image(str(path), caption=caption, masks=masks or None)
         self._stage(name, picture, step)
