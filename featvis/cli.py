@@ -63,7 +63,9 @@ def job(cfg: DictConfig) -> None:
         error = err
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: nothing to report here
             raise
-        log.error("featvis: error: %s", one_line(err))  # kept in the job's own log file
+        # kept in the job's own log file; with FEATVIS_DEBUG the traceback too, as remote
+        # launchers (Ray, submitit) lose it on the way back to the sweep's process
+        log.error("featvis: error: %s", one_line(err), exc_info=debug())
         if debug() or info.sweep_dir is not None:
             raise
         print(f"featvis: error: {one_line(err)}", file=sys.stderr)
@@ -109,8 +111,11 @@ def one_line(err: BaseException) -> str:
         return _flat(str(err))
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-        return (f"unknown config key {getattr(cause, 'full_key', '')!r}: check its spelling "
-                "(`python run.py --cfg job` prints every key)")
+        key = getattr(cause, "full_key", "") or ""
+        if key.startswith("hydra."):  # a launcher's or sweeper's option: they have no schema of ours
+            return (f"unknown config key {key!r}: check its spelling, or add a key the option's schema "
+                    f"lacks with a leading + (+{key}=...); `python run.py --cfg hydra` prints Hydra's keys")
+        return f"unknown config key {key!r}: check its spelling (`python run.py --cfg job` prints every key)"
     if isinstance(cause, ValidationError):
         msg = getattr(cause, "msg", str(cause)).splitlines()[0]
         return f"bad value for {getattr(cause, 'full_key', '')!r}: {msg}"

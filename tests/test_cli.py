@@ -74,6 +74,7 @@ def _bad_inputs(tmp: Path) -> dict:
         "missing checkpoint": ([f"model.checkpoint={tmp}/none.pth"], ["none.pth", "model.checkpoint=null"]),
         "unreachable url": (["model.checkpoint=http://127.0.0.1:9/m.pth"], ["cannot download", "model.checkpoint=null"]),
         "unknown key": (["modle=ann"], ["unknown config key", "modle"]),
+        "unknown hydra key": (["hydra.job.nosuch=1"], ["unknown config key", "+hydra.job.nosuch=", "--cfg hydra"]),
         "unknown option": (["model=nosuch"], ["model/nosuch", "available", "ann"]),
         "bad value": (["alpha=2"], ["alpha=2.0 must be between 0 and 1"]),
         "wrong type": (["alpha=high"], ["alpha", "high"]),
@@ -82,7 +83,8 @@ def _bad_inputs(tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", ["missing image", "unreadable image", "mask size", "unknown layer",
-                                  "missing checkpoint", "unreachable url", "unknown key", "unknown option",
+                                  "missing checkpoint", "unreachable url", "unknown key", "unknown hydra key",
+                                  "unknown option",
                                   "bad value", "wrong type", "missing preset"])
 def test_bad_input_gives_one_line_and_no_results(tmp_path, case):
     overrides, words = _bad_inputs(tmp_path)[case]
