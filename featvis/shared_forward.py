@@ -21,7 +21,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from torch import nn
 
@@ -68,6 +68,7 @@ class Sharing:
         self.loaded, self.key, self.jobs = loaded, key, jobs
         self.own = [layer.name for layer in own]
         self.extra = list(extra)
+        self._warned: Set[str] = set()  # sub-names whose problem this job has logged
 
     def _key(self, image_path: Path) -> Tuple:
         stat = Path(image_path).stat()
@@ -84,9 +85,11 @@ class Sharing:
             del _ENTRIES[key]
         else:
             _ENTRIES.move_to_end(key)
-        for name in self.own:
+        for name in self.own:  # once per job, as the recorder would have
             for sub, why in entry.skipped.get(name, {}).items():
-                log.warning("layer %s is not drawn: %s", sub, why)
+                if sub not in self._warned:
+                    self._warned.add(sub)
+                    log.warning("layer %s is not drawn: %s", sub, why)
         return entry.sample, entry.layers
 
     def keep(self, image_path: Path, sample: Any, layers: ByLayer, skipped: Dict[str, Dict[str, str]]) -> None:

@@ -150,3 +150,40 @@ def test_the_plan_expands_a_sweep_as_hydras_basic_sweeper_does():
                                                for l in ("decoder", "backbone") for r in ("std", "topk"))
     conf.hydra.sweeper._target_ = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     assert sweep_overrides(conf) is None  # jobs chosen as the sweep goes: no plan, each job runs alone
+
+
+def test_a_reusing_job_warns_once_about_its_layers_that_have_no_map(tmp_path, caplog):
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from featvis.layer_selection import Selected
+    from featvis.model_loader import LoadedModel
+    from featvis.reductions import Reduced
+
+    loaded = LoadedModel(model=torch.nn.Identity(), device="cpu", dataset_meta={}, checkpoint=None)
+    layers = [Selected("tokens", torch.nn.Identity()), Selected("conv", torch.nn.Identity())]
+    first = shared_forward.Sharing(loaded, "k", layers[:1], layers[1:], jobs=3)
+    second = shared_forward.Sharing(loaded, "k", layers[1:], layers[:1], jobs=3)
+    sample = SegDataSample(metainfo={"img_shape": (2, 2)})
+    sample.pred_sem_seg = PixelData(data=torch.zeros(1, 2, 2, dtype=torch.long))
+    sample.seg_logits = PixelData(data=torch.zeros(5, 2, 2))
+    images = [tmp_path / f"{i}.png" for i in range(2)]
+    for image in images:
+        image.write_bytes(b"x")
+        first.keep(image, sample, {"tokens": {}, "conv": {"conv": [Reduced(torch.ones(1, 2, 2))]}},
+                   {"tokens": {"tokens": "cannot tell the grid"}})
+    assert all(shared_forward.Sharing(loaded, "k", layers[:1], [], 3).take(i) for i in images)  # job 2 of 3
+    caplog.clear()
+    taken = [second.take(image) for image in images]  # job 3 of 3: the last to take them
+    kept_sample, by_layer = taken[0]
+    assert "seg_logits" not in kept_sample and kept_sample.pred_sem_seg.data.shape == (1, 2, 2)
+    assert by_layer["conv"]["conv"][0].maps.sum() == 4
+    assert not [r for r in caplog.records if "is not drawn" in r.getMessage()]  # conv has no problem
+    assert shared_forward.held_bytes() == 0  # every job of the group took both images
+    third = shared_forward.Sharing(loaded, "k", layers[:1], [], 2)
+    for image in images:
+        first.keep(image, sample, {"tokens": {}, "conv": {}}, {"tokens": {"tokens": "cannot tell the grid"}})
+    caplog.clear()
+    assert all(third.take(image) for image in images)
+    assert len([r for r in caplog.records if "tokens is not drawn" in r.getMessage()]) == 1
