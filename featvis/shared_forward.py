@@ -8,9 +8,10 @@ workers share with the jobs they happen to run.
 
 What is kept is small: the prediction (label map and metainfo; the logits are dropped)
 and the already reduced maps, not the layers' outputs. An entry is dropped once every
-other job of its group has taken it; at most FEATVIS_FORWARD_CACHE_MB (default 1024)
-are kept, least recently used first out, and a job that misses an entry runs the model
-as usual. Entries are keyed by the loaded model object, the group's key (reduction)
+other job of its group has taken it. At most FEATVIS_FORWARD_CACHE_MB (default 1024)
+are kept: when full, new forwards are not kept (the first images stay, so the next job
+reuses those and runs the model on the rest), and a job that misses an entry runs the
+model as usual. Entries are keyed by the loaded model object, the group's key (reduction)
 and the image file's path, size and modification time.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -45,7 +45,8 @@ class Entry:
     nbytes: int
 
 
-_ENTRIES: "OrderedDict[Tuple, Entry]" = OrderedDict()
+_ENTRIES: Dict[Tuple, Entry] = {}
+_full_warned: List[bool] = []  # the "cache full" line is logged once per process
 
 
 def capacity_bytes() -> int:
@@ -54,6 +55,7 @@ def capacity_bytes() -> int:
 
 def clear() -> None:
     _ENTRIES.clear()
+    _full_warned.clear()
 
 
 def held_bytes() -> int:
@@ -83,8 +85,6 @@ class Sharing:
         entry.uses_left -= 1
         if entry.uses_left <= 0:
             del _ENTRIES[key]
-        else:
-            _ENTRIES.move_to_end(key)
         for name in self.own:  # once per job, as the recorder would have
             for sub, why in entry.skipped.get(name, {}).items():
                 if sub not in self._warned:
@@ -97,11 +97,16 @@ class Sharing:
         light = _light(sample)
         entry = Entry(self.loaded, light, layers, {k: dict(v) for k, v in skipped.items()}, self.jobs - 1,
                       _nbytes(light, layers))
-        limit = capacity_bytes()
-        if entry.uses_left <= 0 or entry.nbytes > limit:
+        if entry.uses_left <= 0:
             return
-        while _ENTRIES and held_bytes() + entry.nbytes > limit:
-            _ENTRIES.popitem(last=False)
+        if held_bytes() + entry.nbytes > capacity_bytes():
+            # Full: keep what is kept. The group's next job reads the images in the same
+            # order, so evicting the oldest entries for this one would make it miss them all.
+            if not _full_warned:
+                _full_warned.append(True)
+                log.info("kept forward passes reached FEATVIS_FORWARD_CACHE_MB=%s MiB; later jobs of the "
+                         "sweep run the model again on the images that did not fit", capacity_bytes() >> 20)
+            return
         _ENTRIES[self._key(image_path)] = entry
 
 

@@ -116,6 +116,20 @@ def test_kept_forwards_stay_under_the_memory_limit(tmp_path, monkeypatch):
     counter.handle.remove()
 
 
+def test_when_full_the_first_images_stay_kept_and_the_next_job_runs_only_the_rest(tmp_path, monkeypatch):
+    jobs = [["layers=decoder"], ["layers=backbone"]]
+    cfgs = [compose_cfg(*LOCAL, *o) for o in jobs]
+    sweep = tmp_path / "measure"
+    sweep.mkdir()
+    (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan(cfgs)}))
+    pipeline.run(cfgs[0], JobInfo(output_dir=sweep / "0", sweep_dir=sweep))  # keeps its 3 images
+    per_image = shared_forward.held_bytes() / 3
+    shared_forward.clear()
+    monkeypatch.setenv("FEATVIS_FORWARD_CACHE_MB", str(2.5 * per_image / 2 ** 20))  # room for 2 of 3
+    results = _run_sweep(tmp_path / "sweep", jobs)
+    assert [(r.forwards, r.reused) for r in results] == [(3, 0), (1, 2)]
+
+
 def test_an_edited_image_is_run_again(tmp_path):
     image = tmp_path / "img.png"
     source = cv2.imread(_demo_image())
