@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from featvis import inputs, rendering
+from featvis.backends.png import LazyPNG, encode_all
 from featvis.backends.run_info import RunInfo
 from featvis.config_schema import validate
 from featvis.errors import SkippedImagesError
@@ -262,9 +263,12 @@ class Drawer:
     def _draw_and_log(self, recorded: Recorded) -> None:
         step, stem = len(self.result.images), recorded.item.sample.stem
         panels = _panels(self.cfg, self.loaded, recorded, self.warned, self.shared)
+        pngs = {name: LazyPNG(image) for name, (image, *_) in panels.items()}
+        if self.visualizer.stores_png:  # all of this image's pictures at once, on every core
+            encode_all(pngs.values())
         for name, (image, caption, *extra) in panels.items():
             # extra: keyword data some backends use (W&B: masks, the run's table) and others ignore
-            self.visualizer.add_image(name, image, step=step, image_id=stem, caption=caption,
+            self.visualizer.add_image(name, image, step=step, image_id=stem, caption=caption, png=pngs[name],
                                       **(extra[0] if extra else {}))
         scalars = _stats_scalars(recorded.maps)
         if scalars:  # same step as the pictures: one W&B history row per image

@@ -53,6 +53,11 @@ class FeatureVisualizer:
             if not isinstance(backend, RunAwareBackend):  # W&B got it at init
                 backend.add_config(as_mmengine)
 
+    @property
+    def stores_png(self) -> bool:
+        """Whether a backend writes PNG files (featvis's local and W&B backends)."""
+        return any(getattr(b, "stores_png", False) for b in self.backends.values())
+
     def add_image(self, name: str, image: np.ndarray, step: int, **meta: Any) -> None:
         meta.setdefault("png", LazyPNG(image))  # encoded once, by the first backend that stores a PNG
         for backend in self.backends.values():

@@ -27,3 +27,20 @@ def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatc
     (run,) = wandb_runs(tmp_path)
     rows = history(wandb_records(run))  # one row per step, its picture logged from the shared encoding
     assert [r["input._type"] for r in rows] == ["image-file"] * 3
+
+
+def test_a_job_encodes_each_of_its_pictures_once(tmp_path, monkeypatch):
+    from featvis import pipeline
+    from featvis.job import JobInfo
+    from featvis.paths import ASSETS
+
+    calls = []
+    real = png_module.cv2.imencode
+    monkeypatch.setattr(png_module.cv2, "imencode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = compose_cfg("backends=[local,wandb]", "layers=dense", f"image={ASSETS / 'demo/images/scene_000.png'}")
+    result = pipeline.run(cfg, JobInfo(output_dir=tmp_path))
+    written = sorted((result.output_dir / "local").rglob("*.png"))
+    assert len(written) == len(result.panels["scene_000"]) > 30 and len(calls) == len(written)
+    (run,) = wandb_runs(result.output_dir)
+    (row,) = history(wandb_records(run))
+    assert sum(k.endswith("._type") and row[k] == "image-file" for k in row) == len(written)

@@ -20,6 +20,8 @@ from featvis.backends.png import LazyPNG, write_png
 
 @VISBACKENDS.register_module()
 class FeatvisLocalVisBackend(BaseVisBackend):
+    stores_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
+
     def __init__(self, save_dir: str) -> None:
         super().__init__(save_dir)
         self._root = Path(save_dir)

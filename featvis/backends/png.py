@@ -4,14 +4,17 @@ Encoding a 1024-pixel-wide picture takes tens of milliseconds; with the local an
 W&B backend both on, a picture would be encoded twice. The visualizer hands every
 backend a `LazyPNG` (keyword `png`); the first backend that needs the bytes encodes
 them (cv2: RGB in, BGR PNG out), the others reuse them. Backends that do not know the
-keyword (MMEngine's) ignore it.
+keyword (MMEngine's) ignore it. `encode_all` encodes one image's pictures in parallel
+(OpenCV releases the GIL), before the backends write them one by one.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import cv2
 import numpy as np
@@ -36,3 +39,21 @@ class LazyPNG:
 def write_png(path: Path, rgb: np.ndarray, png: Optional[LazyPNG] = None) -> None:
     """Write `rgb` to `path` as PNG, using `png`'s encoding when given."""
     Path(path).write_bytes((png if png is not None else LazyPNG(rgb)).data())
+
+
+_POOL: Optional[ThreadPoolExecutor] = None
+
+
+def encode_all(pngs: Iterable[LazyPNG]) -> None:
+    """Encode `pngs` on up to 4 threads (one per CPU core)."""
+    global _POOL
+    pngs = list(pngs)
+    workers = min(4, os.cpu_count() or 1)
+    if workers < 2 or len(pngs) < 2:
+        for png in pngs:
+            png.data()
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featvis-png")
+    for _ in _POOL.map(LazyPNG.data, pngs):
+        pass

@@ -71,6 +71,8 @@ def resolve_mode(mode: str) -> str:
 
 @VISBACKENDS.register_module()
 class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
+    stores_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
+
     def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None, project: str = "featvis",
                  entity: Optional[str] = None, mode: str = "auto", group: Optional[str] = None,
                  init_timeout: float = 30.0) -> None:
