@@ -291,7 +291,7 @@ def summarize(sweep_dir: Path, wandb_run: bool = False) -> Path:
             continue
         sheet, layout, rows = contact_sheet(jobs, stem)
         name = f"contact_{stem}.png"
-        _write_atomic(out / name, _png(sheet, name))
+        _write_atomic(out / name, _png(sheet))
         sheets[stem] = dict(layout, file=name)
         if strips is not None:
             strips.add(stem, rows)
@@ -309,13 +309,10 @@ def summarize(sweep_dir: Path, wandb_run: bool = False) -> Path:
     return out
 
 
-def _png(rgb: np.ndarray, name: str) -> bytes:
-    import cv2
+def _png(rgb: np.ndarray) -> bytes:
+    from featvis.backends.png import LazyPNG
 
-    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"cannot encode {name}")
-    return png.tobytes()
+    return LazyPNG(rgb).data()
 
 
 class _Strips:
@@ -328,7 +325,7 @@ class _Strips:
     def add(self, stem: str, rows: Dict[str, np.ndarray]) -> None:
         for name, strip in rows.items():
             path = self.dir / f"{sum(map(len, self.files.values()))}.png"
-            path.write_bytes(_png(strip, path.name))
+            path.write_bytes(_png(strip))
             self.files.setdefault(stem, {})[name] = path
 
     def __enter__(self) -> "_Strips":
