@@ -349,7 +349,7 @@ def _index_html(sweep_dir: Path, jobs: List[dict], sheets: Dict[str, dict]) -> s
         err = f"<code>{e(j['error'])}</code>" if j.get("error") else ""
         rows.append(f'<tr class="{status}"><td>{e(str(j.get("num", "")))}</td>'
                     f'<td><a href="../{e(j["dir"])}/">{e(j["name"])}</a></td><td>{status}</td>'
-                    f'<td>{len(j.get("images", []))}</td><td>{e(str(j.get("checkpoint")))}</td>'
+                    f'<td>{len(j.get("images", []))}</td><td>{_forwards(j)}</td><td>{e(str(j.get("checkpoint")))}</td>'
                     f'<td>{e(str(j.get("layers")))}</td><td>{e(str(j.get("reduction")))}</td><td>{err}</td></tr>')
     links = "".join(f'<li><a href="{e(s["file"])}">{e(stem)}</a> ({s["rows"]} jobs)</li>'
                     for stem, s in sheets.items())
@@ -362,7 +362,7 @@ def _index_html(sweep_dir: Path, jobs: List[dict], sheets: Dict[str, dict]) -> s
 tr.failed{{background:#fdd}} tr.skipped-images{{background:#ffd}}</style></head><body>
 <h1>featvis sweep <code>{e(str(sweep_dir))}</code></h1>
 <p>{len(jobs)} jobs, {n_failed} failed.</p>
-<table><tr><th>#</th><th>job</th><th>status</th><th>images</th><th>checkpoint</th><th>layers</th>
+<table><tr><th>#</th><th>job</th><th>status</th><th>images</th><th>model runs</th><th>checkpoint</th><th>layers</th>
 <th>reduction</th><th>error</th></tr>
 {chr(10).join(rows)}
 </table>
@@ -371,6 +371,13 @@ tr.failed{{background:#fdd}} tr.skipped-images{{background:#ffd}}</style></head>
 {imgs}
 </body></html>
 """
+
+
+def _forwards(job: dict) -> str:
+    """`3`, or `0 (3 reused)` for a job that took its maps from an earlier job's forward passes."""
+    if job.get("forwards") is None:
+        return ""
+    return f'{job["forwards"]} ({job["reused"]} reused)' if job.get("reused") else str(job["forwards"])
 
 
 # --------------------------------------------------------------------------- the W&B summary run

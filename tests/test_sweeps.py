@@ -69,6 +69,8 @@ def test_2x2_sweep_writes_results_runs_and_a_summary(tmp_path):
     for ckpt in ("demo_pspnet.pth", "b.pth"):
         assert by_name[f"layers=decoder,model.checkpoint={ckpt}"] == (1, 0)
         assert by_name[f"layers=backbone,model.checkpoint={ckpt}"] == (0, 1)
+    index = (sweep / "summary" / "index.html").read_text()
+    assert index.count("<td>1</td>") >= 2 and index.count("<td>0 (1 reused)</td>") == 2
     plan = json.loads((sweep / "featvis_plan.json").read_text())["groups"]
     assert sorted((g["checkpoint"].split("/")[-1], g["jobs"]) for g in plan.values()) == [
         ("b.pth", 2), ("demo_pspnet.pth", 2)]
