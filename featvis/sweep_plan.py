@@ -89,6 +89,8 @@ def write_plan(sweep_dir: Path, config: DictConfig) -> Optional[Path]:
     """Compose every job of the sweep that starts now (Hydra's config loader) and write its plan."""
     from hydra.core.global_hydra import GlobalHydra
 
+    path = Path(sweep_dir) / PLAN_FILE
+    path.unlink(missing_ok=True)  # an earlier sweep's, in the same folder: never this sweep's plan
     if OmegaConf.select(config, "hydra.launcher._target_", default=BASIC_LAUNCHER) != BASIC_LAUNCHER:
         return None
     jobs = sweep_overrides(config)
@@ -106,7 +108,6 @@ def write_plan(sweep_dir: Path, config: DictConfig) -> Optional[Path]:
             del job_cfg["hydra"]
         configs.append(job_cfg)
     plan = _safe_plan(configs)
-    path = Path(sweep_dir) / PLAN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"groups": plan}, indent=1))
