@@ -469,13 +469,10 @@ def expected_jobs(sweep_dir: Path) -> Optional[int]:
         return None
 
 
-try:
-    from hydra.experimental.callback import Callback as _Callback
-except ImportError:  # pragma: no cover
-    _Callback = object  # type: ignore[misc,assignment]
+from hydra.experimental.callback import Callback  # hydra-core 1.3 has it: a hard dependency
 
 
-class SweepSummary(_Callback):  # type: ignore[misc]
+class SweepSummary(Callback):
     """Hydra callback: keep `<sweep dir>/summary/` up to date after every multirun job."""
 
     def __init__(self) -> None:

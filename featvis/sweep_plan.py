@@ -143,13 +143,10 @@ def group_of(cfg: DictConfig, sweep_dir: Optional[Path]) -> Optional[Dict[str, A
 
 
 
-try:
-    from hydra.experimental.callback import Callback as _Callback
-except ImportError:  # pragma: no cover
-    _Callback = object  # type: ignore[misc,assignment]
+from hydra.experimental.callback import Callback  # hydra-core 1.3 has it: a hard dependency
 
 
-class SweepPlan(_Callback):  # type: ignore[misc]
+class SweepPlan(Callback):
     """Hydra callback (conf/config.yaml, `hydra.callbacks`): write the plan when a multirun starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

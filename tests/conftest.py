@@ -14,9 +14,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from featvis.config_schema import register_configs
+from featvis.paths import ASSETS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+DEMO_IMAGE = ASSETS / "demo" / "images" / "scene_000.png"  # one of the shipped demo scenes
 
 register_configs()
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from featvis.paths import ASSETS
-from tests.conftest import history, run_cli, run_record, wandb_records, wandb_runs
+from tests.conftest import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
 
-DEMO_IMAGE = ASSETS / "demo" / "images" / "scene_000.png"
 
 
 def test_default_job_writes_pngs_and_an_offline_wandb_run(tmp_path):

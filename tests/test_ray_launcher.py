@@ -8,11 +8,9 @@ import json
 
 import pytest
 
-from featvis.paths import ASSETS
 from featvis.summary import load_results
-from tests.conftest import run_cli, wandb_runs
+from tests.conftest import DEMO_IMAGE, run_cli, wandb_runs
 
-DEMO_IMAGE = ASSETS / "demo" / "images" / "scene_000.png"
 RAY = ("hydra/launcher=ray",
        "+hydra.launcher.ray.init.num_cpus=2",  # two jobs at a time, as joblib's n_jobs=2
        "+hydra.launcher.ray.init.include_dashboard=false")  # no dashboard process or port on a small machine

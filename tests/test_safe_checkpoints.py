@@ -19,11 +19,10 @@ from featvis.checkpoints import load_checkpoint_file, safe_checkpoint_globals
 from featvis.errors import CheckpointError
 from featvis.model_loader import load_model
 from featvis.paths import ASSETS
-from tests.conftest import run_cli
+from tests.conftest import DEMO_IMAGE, run_cli
 
 CONFIG = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"
-DEMO_IMAGE = ASSETS / "demo" / "images" / "scene_000.png"
 
 
 class _TouchOnUnpickle:

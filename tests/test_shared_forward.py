@@ -10,7 +10,7 @@ import pytest
 from featvis import model_cache, pipeline, shared_forward
 from featvis.job import JobInfo
 from featvis.sweep_plan import PLAN_FILE, make_plan, share_key
-from tests.conftest import compose_cfg
+from tests.conftest import DEMO_IMAGE, compose_cfg
 
 LOCAL = ("backends=[local]",)
 PRESETS = ("decoder", "backbone", "dense")
@@ -132,7 +132,7 @@ def test_when_full_the_first_images_stay_kept_and_the_next_job_runs_only_the_res
 
 def test_an_edited_image_is_run_again(tmp_path):
     image = tmp_path / "img.png"
-    source = cv2.imread(_demo_image())
+    source = cv2.imread(str(DEMO_IMAGE))
     cv2.imwrite(str(image), source)
     jobs = [["layers=decoder"], ["layers=backbone"]]
     cfgs = [compose_cfg(*LOCAL, f"image={image}", "gt_mask=null", *o) for o in jobs]
@@ -143,12 +143,6 @@ def test_an_edited_image_is_run_again(tmp_path):
     cv2.imwrite(str(image), 255 - source)  # a different image under the same path
     second = pipeline.run(cfgs[1], JobInfo(output_dir=sweep / "1", sweep_dir=sweep))
     assert (first.forwards, second.forwards, second.reused) == (1, 1, 0)
-
-
-def _demo_image() -> str:
-    from featvis.paths import ASSETS
-
-    return str(ASSETS / "demo" / "images" / "scene_000.png")
 
 
 def test_the_plan_expands_a_sweep_as_hydras_basic_sweeper_does():

@@ -9,9 +9,8 @@ import pytest
 
 from featvis.paths import ASSETS
 from featvis.summary import BAND, GAP, TILE_H, load_results, summarize
-from tests.conftest import history, run_cli, run_record, wandb_records, wandb_runs
+from tests.conftest import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
 
-DEMO_IMAGE = ASSETS / "demo" / "images" / "scene_000.png"
 CHECKPOINT = ASSETS / "checkpoints" / "demo_pspnet.pth"
 
 
