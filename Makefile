@@ -1,10 +1,10 @@
 # Quick start:  make run   (sets up .venv/ on first use, then runs the default job)
-#               make test  (the test suite; .ci/run runs exactly this)
+#               make test  (lint, then the test suite; .ci/run runs exactly this)
 # Pass job overrides with ARGS, e.g. make run ARGS="model=ann layers=decoder model.checkpoint=null"
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: run test setup bench
+.PHONY: run test lint setup bench
 
 setup:
 	@bash scripts/setup.sh
@@ -12,8 +12,12 @@ setup:
 run: setup
 	$(PY) run.py $(ARGS)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q $(ARGS)
+
+# ruff, with the config in pyproject.toml (make test runs it first, so CI does too)
+lint: setup
+	.venv/bin/ruff check featvis tests benchmarks scripts run.py
 
 bench: setup
 	$(PY) benchmarks/bench_pipeline.py $(ARGS)

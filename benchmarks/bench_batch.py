@@ -8,7 +8,7 @@ Three ways to get through the same N images, timed in one run of this script:
   (a) plain     mmseg in this process: init_model + revert_sync_batchnorm once, then
                 cv2.imread + inference_model per image (what a user would write by hand;
                 the floor: no hooks, no pictures);
-  (b) featvis   featvis.pipeline.run() over the folder in this process: the same model
+  (b) featvis   featvis.pipeline.job.run() over the folder in this process: the same model
                 load and inferences, plus hooks, reductions, the panels drawn and logged
                 to local PNGs and an offline W&B run (in a worker thread, while the
                 model runs the next image);
@@ -46,8 +46,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import (MIB, MODELS, ROOT, PeakRSS, busy_cpu_of_others, cleanup, parse_common,  # noqa: E402
-                            compose_cfg)
+from bench_pipeline import MIB, MODELS, ROOT, PeakRSS, busy_cpu_of_others, cleanup, compose_cfg, parse_common  # noqa: E402
 
 PHASES = {"a": "plain mmseg", "b": "featvis job", "c": "process/image"}
 SIZES = {"demo": (192, 256)}  # (height, width) of generated images; others: Cityscapes' aspect
@@ -82,7 +81,7 @@ def others_cpu_now() -> float:
 
 
 class Marks(logging.Handler):
-    """perf_counter() of featvis.pipeline's log lines: `model ... on cpu` (model built,
+    """perf_counter() of featvis.pipeline.job's log lines: `model ... on cpu` (model built,
     layers selected) and `[i] stem: N pictures` (image i drawn and logged), to split (b)'s
     wall time per image without touching featvis's code."""
 
@@ -117,11 +116,11 @@ def run_plain(config: str, checkpoint, images: List[Path]) -> dict:
 
 
 def run_featvis(cfg, out: Path) -> dict:
-    from featvis.job import JobInfo
-    from featvis.pipeline import run
+    from featvis.config.job import JobInfo
+    from featvis.pipeline.job import run
 
     marks = Marks()
-    logger = logging.getLogger("featvis.pipeline")
+    logger = logging.getLogger("featvis.pipeline.job")
     old_level = logger.level
     logger.setLevel(logging.INFO)  # INFO reaches our handler only: the root logger has none
     logger.addHandler(marks)
@@ -228,11 +227,11 @@ def main() -> None:
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import inference_model, init_model
 
-    import featvis.pipeline  # noqa: F401  (imported up front, as a script importing featvis would)
-    from featvis.checkpoints import resolve_checkpoint
+    import featvis.pipeline.job  # noqa: F401  (imported up front, as a script importing featvis would)
+    from featvis.config.paths import resolve_model_config
+    from featvis.data.images import find_files
     from featvis.errors import FeatvisError
-    from featvis.inputs import find_files
-    from featvis.paths import resolve_model_config
+    from featvis.model.checkpoints import resolve_checkpoint
 
     tmp = tempfile.TemporaryDirectory(prefix="featvis-bench-batch-")
     work = Path(tmp.name)
@@ -248,7 +247,7 @@ def main() -> None:
     try:
         checkpoint = resolve_checkpoint(cfg.model.checkpoint)  # a local file, or None = random init
     except FeatvisError as err:
-        raise SystemExit(f"{err} (the demo's is made by: python -m featvis.demo.train)")
+        raise SystemExit(f"{err} (the demo's is made by: python -m featvis.demo.train)") from None
 
     t_start, others0 = time.perf_counter(), others_cpu_now()
     # One untimed inference first: the first forward in a process pays one-off costs

@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import cv2
@@ -62,7 +61,7 @@ def run_plain(model, image) -> dict:
 def run_featvis(model, image, layers, reduce_fn) -> dict:
     from mmseg.apis import inference_model
 
-    from featvis.recorder import FeatureRecorder
+    from featvis.record.recorder import FeatureRecorder
 
     with FeatureRecorder(layers, reduce_fn, watch=getattr(model, "backbone", None)) as recorder:
         result = inference_model(model, image)
@@ -125,13 +124,13 @@ def median(runs, key):
 
 
 def main() -> None:
-    from featvis.reductions import REDUCTIONS
+    from featvis.reduce import registry as reductions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=ANN, help="mmseg config (default: ANN R50-D8, Cityscapes)")
     parser.add_argument("--layers", nargs="+", default=["*@Conv2d"],
                         help="layer specs, as layers.names (default: the dense preset, *@Conv2d)")
-    parser.add_argument("--reduction", choices=sorted(REDUCTIONS), default="select_max")
+    parser.add_argument("--reduction", choices=reductions.names(), default="select_max")
     parser.add_argument("--topk", type=int, default=4, help="channels kept by --reduction topk")
     parser.add_argument("--repeats", type=int, default=2, help="measured runs of (a) and (b)")
     parser.add_argument("--full-repeats", type=int, default=1,
@@ -141,9 +140,8 @@ def main() -> None:
 
     from mmseg.apis import inference_model
 
-    from featvis.layer_selection import select_layers
-    from featvis.model_loader import load_model
-    from featvis.reductions import reduce
+    from featvis.model.load import load_model
+    from featvis.record.layers import select_layers
 
     tmp = tempfile.TemporaryDirectory(prefix="featvis-bench-img-")
     image_path = (args.image or default_image("ann", Path(tmp.name))).resolve()
@@ -154,7 +152,7 @@ def main() -> None:
     # Loaded once, untimed: the phases compare inference only, on the very same weights.
     model = load_model(args.config, None, "cpu").model
     layers = select_layers(model, args.layers)
-    reduce_fn = partial(reduce, args.reduction, topk=args.topk)
+    reduce_fn = reductions.create(args.reduction, model, **({"topk": args.topk} if args.reduction == "topk" else {}))
     phases = {"a": lambda: run_plain(model, image),
               "b": lambda: run_featvis(model, image, layers, reduce_fn),
               "c": lambda: run_full(model, image, layers)}
@@ -202,7 +200,7 @@ def main() -> None:
     print("medians. RSS is this process's, model included (growth = peak - RSS at phase start); "
           "kept = sum of nbytes of the tensors each recorder kept.")
     idle = runs["b"][0]["idle"]
-    print(f"maps kept: one per call of a layer that ran (a module called twice gives name#2)"
+    print("maps kept: one per call of a layer that ran (a module called twice gives name#2)"
           + (f"; {len(idle)} selected layers never ran in inference: {', '.join(idle)}" if idle else ""))
     print(f"other processes kept {other_cpus:.2f} of {psutil.cpu_count()} CPUs busy meanwhile" +
           ("; wall times on shared CPUs are noisy (RSS is not)" if other_cpus > 0.2 else ""))

@@ -5,7 +5,7 @@
 
 Two phases run in this one process:
   baseline  mmseg's own init_model + inference_model (what a user would write by hand);
-  featvis   featvis.pipeline.run(): the same model load and inference, plus hooks,
+  featvis   featvis.pipeline.job.run(): the same model load and inference, plus hooks,
             reductions, rendering and logging to local PNGs and an offline W&B run.
 Public models get random weights (model.checkpoint=null: nothing can be downloaded here),
 which cost the same time and memory as trained ones.
@@ -102,7 +102,7 @@ def compose_cfg(model: str, image: Path):
     """The job config `python run.py <overrides>` would get, via Hydra's compose API."""
     from hydra import compose, initialize_config_dir
 
-    from featvis.config_schema import register_configs
+    from featvis.config.schema import register_configs
 
     register_configs()
     overrides = [f"model={model}", "layers=decoder", "backends=[local,wandb]", "wandb.mode=offline",
@@ -126,8 +126,8 @@ def run_baseline(config: str, checkpoint, image: Path) -> None:
 
 
 def run_featvis(cfg) -> dict:
-    from featvis.job import JobInfo
-    from featvis.pipeline import run
+    from featvis.config.job import JobInfo
+    from featvis.pipeline.job import run
 
     cfg = copy.deepcopy(cfg)  # run() resolves the config in place
     with tempfile.TemporaryDirectory(prefix="featvis-bench-") as out:
@@ -136,7 +136,7 @@ def run_featvis(cfg) -> dict:
 
 def default_image(model: str, tmp: Path) -> Path:
     if model == "demo":
-        from featvis.paths import ASSETS
+        from featvis.config.paths import ASSETS
         return ASSETS / "demo" / "images" / "scene_000.png"
     # A deterministic 512x1024 RGB picture (Cityscapes' aspect); the test pipeline resizes
     # it to 1024x2048, and the cost does not depend on its content.
@@ -165,9 +165,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each phase")
     args = parse_common(parser)
 
-    from featvis.checkpoints import resolve_checkpoint
+    from featvis.config.paths import resolve_model_config
     from featvis.errors import FeatvisError
-    from featvis.paths import resolve_model_config
+    from featvis.model.checkpoints import resolve_checkpoint
 
     tmp = tempfile.TemporaryDirectory(prefix="featvis-bench-img-")
     image = (args.image or default_image(args.model, Path(tmp.name))).resolve()
@@ -178,7 +178,7 @@ def main() -> None:
     try:
         checkpoint = resolve_checkpoint(cfg.model.checkpoint)  # a local file, or None = random init
     except FeatvisError as err:
-        raise SystemExit(f"{err} (the demo's is made by: python -m featvis.demo.train)")
+        raise SystemExit(f"{err} (the demo's is made by: python -m featvis.demo.train)") from None
     phases = {"baseline": lambda: measure(lambda: run_baseline(config, checkpoint, image)),
               "featvis": lambda: run_featvis(cfg)}
 

@@ -60,9 +60,9 @@ def timed(args: list, env: dict) -> float:
 
 def forwards(sweep: Path) -> list:
     """(name, forwards, reused) per job, from the sweep's result files."""
-    from featvis.summary import load_results
+    from featvis.sweep.results import load_results
 
-    return [(r["name"], r["forwards"], r["reused"]) for r in load_results(sweep)]
+    return [(r.name, r.forwards, r.reused) for r in load_results(sweep)]
 
 
 def main() -> None:

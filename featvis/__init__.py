@@ -1,17 +1,17 @@
 """featvis: see what the layers of an MMSegmentation 1.x model see.
 
-The pipeline, one module a step:
+One package per stage of a job, in the order the data flows:
 
-    config_schema  -> what a job may say (Hydra structured configs)
-    inputs         -> images and ground-truth masks, checked before anything runs
-    model_loader   -> mmseg config + checkpoint -> model (checkpoints: path/URL/None)
-    layer_selection-> layer names and globs -> modules, in the user's order
-    recorder       -> forward hooks that reduce each feature map as it is produced
-    reductions     -> channel reductions (select_max, squeeze_mean, topk)
-    rendering      -> maps and masks -> RGB pictures overlaid on the image
-    visualizer     -> MMEngine vis backends built from the `backends` config group
-    pipeline       -> one job: all of the above, for every image
-    cli            -> the Hydra entry point used by run.py, with one-line errors
+    config/    what a job may say: Hydra structured-config schemas, paths, the job's names
+    data/      images and ground-truth masks: found, checked up front, decoded one at a time
+    model/     mmseg config + checkpoint -> an eval-mode model (safe loading, a cache per process)
+    record/    layer specs -> forward hooks that record each layer's map as it is produced
+    reduce/    C channels -> the maps that get drawn: one file per reduction, traits on each
+    render/    reduced maps and label masks -> RGB pictures (`Panel`s) over the image
+    backends/  where pictures go: local PNGs, W&B, MMEngine's other vis backends
+    sweep/     multirun sweeps: shared forward passes, per-job results, contact sheets, summaries
+
+    pipeline/  one job, stage after stage; cli.py: the Hydra entry point with one-line errors
 """
 
 __version__ = "0.1.0"

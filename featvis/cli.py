@@ -13,9 +13,12 @@ import sys
 import warnings
 from typing import Callable
 
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from featvis.config_schema import register_configs
+from featvis.config.job import from_hydra
+from featvis.config.schema import Mode, register_configs, validate
 from featvis.errors import FeatvisError
 
 log = logging.getLogger("featvis")
@@ -44,21 +47,20 @@ def job(cfg: DictConfig) -> None:
     single run prints its one line and exits 1 here, before Hydra adds a line of its own;
     a failed multirun job re-raises, so the launcher still runs the others.
     """
-    from featvis import job as job_info
-
     logging.captureWarnings(True)  # library warnings go to the job's log, not to stderr
     quiet_library_warnings()
-    info = job_info.from_hydra()
+    info = from_hydra()
     result, error = None, None
     try:
-        if cfg.mode == "list":
-            from featvis import listing
+        config = validate(cfg)  # the one conversion: typed dataclasses from here on
+        if config.mode == Mode.list:
+            from featvis.record import listing  # noqa: PLC0415 - lazy: imports mmseg (~6 s), not needed for config errors
 
-            print(listing.list_modules(cfg), flush=True)
+            print(listing.list_modules(config), flush=True)
         else:
-            from featvis import pipeline
+            from featvis.pipeline import job as pipeline  # noqa: PLC0415 - lazy: imports mmseg (~6 s)
 
-            result = pipeline.run(cfg, info)  # checks `mode` too: an unknown one fails there in one line
+            result = pipeline.run(config, info)
     except BaseException as err:
         error = err
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: nothing to report here
@@ -71,16 +73,16 @@ def job(cfg: DictConfig) -> None:
         print(f"featvis: error: {one_line(err)}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 1))
     finally:
-        if info.sweep_dir is not None:  # every multirun job, ok or failed: read by featvis.summary
+        if info.sweep_dir is not None:  # every multirun job, ok or failed: read by featvis.sweep.summary
             _write_result(cfg, info, result, error)
 
 
 def _write_result(cfg: DictConfig, info, result, error) -> None:
     """`<job dir>/featvis_result.json`; a failure to write it is logged, never hides the job's own error."""
     try:
-        from featvis import summary
+        from featvis.sweep import results  # noqa: PLC0415 - lazy: only multirun jobs write one (mmengine, ~2 s)
 
-        summary.write_job_result(cfg, info, result, error, one_line(error) if error is not None else None)
+        results.write_job_result(cfg, info, result, error, one_line(error) if error is not None else None)
     except Exception as err:  # pragma: no cover - disk full, permissions
         log.warning("could not write the job result file: %s", err)
 
@@ -104,9 +106,6 @@ def main(app: Callable[[], None]) -> None:
 
 def one_line(err: BaseException) -> str:
     """A user-facing one-line description of `err` (featvis, Hydra and OmegaConf errors)."""
-    from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
-
     if isinstance(err, FeatvisError):
         return _flat(str(err))
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from featvis.rendering import grid
+from featvis.render.heatmap import grid
 
 
 def main(job_dir: str, out: str = "docs/demo_output.png", scale: float = 0.75) -> None:

@@ -13,8 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from featvis.config_schema import register_configs
-from featvis.paths import ASSETS
+from featvis.config.paths import ASSETS
+from featvis.config.schema import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -40,7 +40,8 @@ def _no_wandb_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
 @pytest.fixture(autouse=True)
 def _fresh_model_cache() -> None:
     """Each test loads its models and runs its forward passes itself (the caches are tested on their own)."""
-    from featvis import model_cache, shared_forward
+    from featvis.model import cache as model_cache
+    from featvis.sweep import shared_forward
 
     model_cache.clear()
     shared_forward.clear()

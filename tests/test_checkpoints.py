@@ -1,8 +1,8 @@
 import pytest
 
-from featvis.checkpoints import resolve_checkpoint
+from featvis.config.paths import ASSETS
 from featvis.errors import CheckpointError
-from featvis.paths import ASSETS
+from featvis.model.checkpoints import resolve_checkpoint
 
 
 def test_null_means_random_weights():

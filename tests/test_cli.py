@@ -6,9 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from featvis.paths import ASSETS
+from featvis.config.paths import ASSETS
 from tests.conftest import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
-
 
 
 def test_default_job_writes_pngs_and_an_offline_wandb_run(tmp_path):
@@ -71,12 +70,14 @@ def _bad_inputs(tmp: Path) -> dict:
         "mask size": ([f"image={DEMO_IMAGE}", f"gt_mask={small_mask.parent}"], ["10x10", "256x192"]),
         "unknown layer": (["layers.names=[decode_head.conv_segg]"], ["conv_segg", "decode_head.conv_seg"]),
         "missing checkpoint": ([f"model.checkpoint={tmp}/none.pth"], ["none.pth", "model.checkpoint=null"]),
-        "unreachable url": (["model.checkpoint=http://127.0.0.1:9/m.pth"], ["cannot download", "model.checkpoint=null"]),
+        "unreachable url": (["model.checkpoint=http://127.0.0.1:9/m.pth"],
+                            ["cannot download", "model.checkpoint=null"]),
         "unknown key": (["modle=ann"], ["unknown config key", "modle"]),
         "unknown hydra key": (["hydra.job.nosuch=1"], ["unknown config key", "+hydra.job.nosuch=", "--cfg hydra"]),
         "unknown option": (["model=nosuch"], ["model/nosuch", "available", "ann"]),
         "bad value": (["alpha=2"], ["alpha=2.0 must be between 0 and 1"]),
         "wrong type": (["alpha=high"], ["alpha", "high"]),
+        "unknown choice": (["normalize.mode=global"], ["normalize.mode", "global", "per_map, shared, fixed"]),
         "missing preset": (["layers.names=${model.layer_presets.neck}"], ["no 'neck' layer preset", "decoder"]),
     }
 
@@ -84,7 +85,7 @@ def _bad_inputs(tmp: Path) -> dict:
 @pytest.mark.parametrize("case", ["missing image", "unreadable image", "mask size", "unknown layer",
                                   "missing checkpoint", "unreachable url", "unknown key", "unknown hydra key",
                                   "unknown option",
-                                  "bad value", "wrong type", "missing preset"])
+                                  "bad value", "wrong type", "unknown choice", "missing preset"])
 def test_bad_input_gives_one_line_and_no_results(tmp_path, case):
     overrides, words = _bad_inputs(tmp_path)[case]
     out = tmp_path / "X"

@@ -4,7 +4,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from featvis.config_schema import validate
+from featvis.config.schema import validate
 from featvis.errors import ConfigError
 from tests.conftest import CONF, compose_cfg
 
@@ -101,12 +101,24 @@ def test_wrong_type_rejected_while_composing(override):
         compose_cfg(override)
 
 
+@pytest.mark.parametrize("override, choices", [
+    ("wandb.mode=sometimes", "auto, online, offline, disabled"),
+    ("mode=draw", "run, list"),
+    ("sample=last", "first, random"),
+    ("normalize.mode=global", "per_map, shared, fixed, percentile"),
+    ("normalize.colormap=viridis", "auto, jet, diverging"),
+])
+def test_unknown_choice_rejected_while_composing_with_the_choices(override, choices):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(override)
+    assert f"expected one of [{choices}]" in str(err.value.__cause__)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["alpha=1.5"], "alpha=1.5 must be between 0 and 1"),
     (["reduction.name=max_pool"], "reduction.name='max_pool' is unknown"),
     (["reduction=topk", "reduction.topk=5"], "fewer cells than reduction.topk=5"),
     (["device=gpu"], "device='gpu' is not a device"),
-    (["wandb.mode=sometimes"], "wandb.mode='sometimes' is unknown"),
     (["layers.names=[]"], "layers.names is empty"),
     (["backends.local.type=NoSuchBackend"], "not in MMEngine's VISBACKENDS"),
 ])
@@ -130,5 +142,5 @@ def test_no_target_in_shipped_presets_only_featvis_own_hydra_callbacks():
             assert "_target_" not in path.read_text(), path
     main = OmegaConf.load(CONF / "config.yaml")
     assert "_target_" not in OmegaConf.to_yaml({k: v for k, v in main.items() if k != "hydra"})
-    assert [c._target_ for c in main.hydra.callbacks.values()] == ["featvis.sweep_plan.SweepPlan",
-                                                               "featvis.summary.SweepSummary"]
+    assert [c._target_ for c in main.hydra.callbacks.values()] == ["featvis.sweep.callbacks.SweepPlan",
+                                                               "featvis.sweep.callbacks.SweepSummary"]

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from featvis.demo.scenes import CLASSES, DEMO_SEED, DEMO_SIZE, PALETTE, generate_scene, scene_rng
-from featvis.demo.train import (CONFIG_PATH, DEFAULT_OUT, EVAL_SEED, evaluate_miou, iou_counts,
-                                mean_iou, predict, train)
+from featvis.demo.train import CONFIG_PATH, DEFAULT_OUT, EVAL_SEED, evaluate_miou, iou_counts, mean_iou, predict, train
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / 'featvis' / 'assets' / 'demo'
 DEMO_STEMS = [f'scene_{i:03d}' for i in range(3)]

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from featvis.errors import ReductionError
-from featvis.gradcam import check_supported, gradcam_maps
-from featvis.layer_selection import select_layers
+from featvis.record.gradcam import check_supported, gradcam_maps
+from featvis.record.layers import select_layers
 
 cv2 = pytest.importorskip("cv2")
 ASSETS = Path(__file__).resolve().parents[1] / "featvis" / "assets" / "demo"
@@ -18,7 +18,7 @@ CIRCLE = 1
 
 @pytest.fixture(scope="module")
 def demo():
-    from featvis.model_loader import load_model
+    from featvis.model.load import load_model
     return load_model("featvis::configs/demo_pspnet.py", "featvis::checkpoints/demo_pspnet.pth", "cpu")
 
 

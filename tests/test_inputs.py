@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
+from featvis.data.images import Sample, _dataset_labels, choose, collect, iter_loaded, load
 from featvis.errors import InputError
-from featvis.inputs import Sample, _dataset_labels, choose, collect, iter_loaded, load
 
 
 def _png(path: Path, h: int = 6, w: int = 8, channels: int = 3, value: int = 7) -> Path:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from featvis.job import JobInfo, swept_keys
+from featvis.config.job import JobInfo, swept_keys
 
 
 def test_single_run_named_after_what_changes_the_pictures():

@@ -2,7 +2,7 @@ import pytest
 from torch import nn
 
 from featvis.errors import LayerNotFoundError
-from featvis.layer_selection import select_layers
+from featvis.record.layers import select_layers
 
 
 def _model() -> nn.Module:

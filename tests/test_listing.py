@@ -7,14 +7,15 @@ from typing import Dict, List
 import cv2
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from torch import nn
 
-from featvis.config_schema import validate
+from featvis.config.paths import ASSETS
+from featvis.config.schema import validate
 from featvis.errors import ConfigError, LayerNotFoundError
-from featvis.layer_selection import select_layers
-from featvis.listing import OutputShapes, format_output, list_modules
-from featvis.model_loader import load_model
-from featvis.paths import ASSETS
+from featvis.model.load import load_model
+from featvis.record.layers import select_layers
+from featvis.record.listing import OutputShapes, format_output, list_modules
 from tests.conftest import compose_cfg, run_cli, wandb_runs
 
 FIRST_IMAGE = sorted((ASSETS / "demo" / "images").glob("*.png"))[0]  # what the default `image` lists with
@@ -126,7 +127,7 @@ def test_no_hooks_left_on_the_model(demo):
 
 
 def test_no_hooks_left_when_the_forward_fails(demo, monkeypatch):
-    import mmseg.apis
+    from featvis.record import listing
 
     before = hook_count(demo.model)
 
@@ -134,7 +135,7 @@ def test_no_hooks_left_when_the_forward_fails(demo, monkeypatch):
         assert hook_count(model) > before  # the listing's hooks are on
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(mmseg.apis, "inference_model", failing)
+    monkeypatch.setattr(listing, "inference_model", failing)  # mmseg's, as the listing calls it
     with pytest.raises(RuntimeError, match="boom"):
         list_modules(compose_cfg("mode=list"), demo)
     assert hook_count(demo.model) == before
@@ -173,11 +174,16 @@ def test_counts_calls_and_marks_modules_that_never_ran():
     assert hook_count(net) == 0
 
 
-@pytest.mark.parametrize("override, message", [("mode=lst", "mode='lst' is unknown"),
-                                               ("listing.max_depth=0", "listing.max_depth=0 must be at least 1")])
+@pytest.mark.parametrize("override, message", [("listing.max_depth=0", "listing.max_depth=0 must be at least 1")])
 def test_bad_listing_values_rejected(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose_cfg(override))
+
+
+def test_unknown_mode_rejected_while_composing():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg("mode=lst")
+    assert "expected one of [run, list]" in str(err.value.__cause__)
 
 
 def test_cli_lists_without_writing_results_or_opening_wandb(tmp_path):

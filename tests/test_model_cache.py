@@ -2,12 +2,14 @@
 
 import shutil
 
-import mmseg.apis
 import pytest
 
-from featvis import model_cache, pipeline, rendering
-from featvis.job import JobInfo
-from featvis.paths import ASSETS
+from featvis.config.job import JobInfo
+from featvis.config.paths import ASSETS
+from featvis.model import cache as model_cache
+from featvis.model import load as model_load
+from featvis.pipeline import job as pipeline
+from featvis.render import panels as render_panels
 from tests.conftest import compose_cfg
 
 ONE_IMAGE = "image=featvis::demo/images/scene_000.png"
@@ -16,8 +18,8 @@ ONE_IMAGE = "image=featvis::demo/images/scene_000.png"
 @pytest.fixture
 def init_calls(monkeypatch):
     calls = []
-    real = mmseg.apis.init_model
-    monkeypatch.setattr(mmseg.apis, "init_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = model_load.init_model  # mmseg's, as featvis.model.load calls it
+    monkeypatch.setattr(model_load, "init_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     return calls
 
 
@@ -51,7 +53,7 @@ def test_capacity_zero_turns_the_cache_off(tmp_path, init_calls, monkeypatch):
 
 
 def test_a_failed_job_leaves_no_hooks_on_the_cached_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(rendering, "overlay_maps", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(render_panels, "overlay_maps", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         _run(tmp_path, "a")
     ((_, loaded),) = model_cache._MODELS.items()

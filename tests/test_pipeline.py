@@ -6,9 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from featvis import pipeline, rendering
-from featvis.job import JobInfo
-from featvis.paths import ASSETS
+from featvis.config.job import JobInfo
+from featvis.config.paths import ASSETS
+from featvis.pipeline import job as pipeline
+from featvis.render import panels as render_panels
+from featvis.render.draw import scale_bar_rows
+from featvis.render.labels import overlay_labels
 from tests.conftest import compose_cfg, exit_code, history, run_record, wandb_records, wandb_runs
 
 DEMO_STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
@@ -49,7 +52,7 @@ def test_input_picture_is_the_image_in_rgb(default_job):
 def test_prediction_and_ground_truth_pictures_match_the_model_and_mask(default_job):
     from mmseg.apis import inference_model
 
-    from featvis.model_loader import load_model
+    from featvis.model.load import load_model
 
     out, _ = default_job
     stem = DEMO_STEMS[1]
@@ -58,10 +61,10 @@ def test_prediction_and_ground_truth_pictures_match_the_model_and_mask(default_j
     pred = inference_model(loaded.model, bgr).pred_sem_seg.data[0].numpy()
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     palette = loaded.dataset_meta["palette"]
-    expected = rendering.overlay_labels(pred, rgb, palette, 0.5)
+    expected = overlay_labels(pred, rgb, palette, 0.5)
     assert np.array_equal(_rgb(out / "featvis" / "local" / stem / "prediction.png"), expected)
     gt = cv2.imread(str(ASSETS / "demo" / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
-    expected_gt = rendering.overlay_labels(gt, rgb, palette, 0.5)
+    expected_gt = overlay_labels(gt, rgb, palette, 0.5)
     assert np.array_equal(_rgb(out / "featvis" / "local" / stem / "ground_truth.png"), expected_gt)
 
 
@@ -71,7 +74,7 @@ def test_feature_maps_are_overlays_of_the_image(default_job):
     image = _rgb(out / "featvis" / "local" / stem / "input.png").astype(int)
     fmap = _rgb(out / "featvis" / "local" / stem / "featmap" / "decode_head.conv_seg.png").astype(int)
     assert fmap.shape == image.shape
-    bar = rendering.scale_bar_rows(*image.shape[:2])  # the colour scale drawn over the bottom rows
+    bar = scale_bar_rows(*image.shape[:2])  # the colour scale drawn over the bottom rows
     assert np.abs(fmap[-bar:] - image[-bar:]).mean() > 10
     fmap, image = fmap[:-bar], image[:-bar]
     heat = 2 * fmap - image  # alpha 0.5: what was blended over the image
@@ -126,7 +129,8 @@ def test_two_jobs_in_one_process_get_two_wandb_runs(tmp_path):
     """As under Hydra's basic launcher: each job must finish its run and start its own."""
     cfg = ["backends=[wandb]", "image=featvis::demo/images/scene_000.png"]
     pipeline.run(compose_cfg(*cfg, "layers=decoder"), JobInfo(output_dir=tmp_path / "a", overrides=["layers=decoder"]))
-    pipeline.run(compose_cfg(*cfg, "layers=backbone"), JobInfo(output_dir=tmp_path / "b", overrides=["layers=backbone"]))
+    pipeline.run(compose_cfg(*cfg, "layers=backbone"),
+                 JobInfo(output_dir=tmp_path / "b", overrides=["layers=backbone"]))
     (run_a,), (run_b,) = wandb_runs(tmp_path / "a"), wandb_runs(tmp_path / "b")
     rec_a, rec_b = wandb_records(run_a), wandb_records(run_b)
     assert run_record(rec_a)["run_id"] != run_record(rec_b)["run_id"]
@@ -136,17 +140,18 @@ def test_two_jobs_in_one_process_get_two_wandb_runs(tmp_path):
 
 
 def test_model_loaded_once_for_all_images(tmp_path, monkeypatch):
-    import mmseg.apis
 
     calls = []
-    real = mmseg.apis.init_model
-    monkeypatch.setattr(mmseg.apis, "init_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    from featvis.model import load as model_load
+
+    real = model_load.init_model  # mmseg's, as featvis.model.load calls it
+    monkeypatch.setattr(model_load, "init_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     result = pipeline.run(compose_cfg("backends=[local]"), JobInfo(output_dir=tmp_path))
     assert len(result.images) == len(DEMO_STEMS) > 1 and len(calls) == 1
 
 
 def test_failure_mid_run_leaves_no_results_that_look_complete(tmp_path, monkeypatch):
-    real = rendering.overlay_maps
+    real = render_panels.overlay_maps
     seen = []
 
     def fail_on_second_image(maps, image, *args, **kwargs):
@@ -155,7 +160,7 @@ def test_failure_mid_run_leaves_no_results_that_look_complete(tmp_path, monkeypa
             raise RuntimeError("disk full")
         return real(maps, image, *args, **kwargs)
 
-    monkeypatch.setattr(rendering, "overlay_maps", fail_on_second_image)
+    monkeypatch.setattr(render_panels, "overlay_maps", fail_on_second_image)  # where make_panels calls it
     with pytest.raises(RuntimeError, match="disk full"):
         pipeline.run(compose_cfg(), JobInfo(output_dir=tmp_path))
     assert not (tmp_path / "featvis").exists()
@@ -185,7 +190,7 @@ def test_dataset_split_of_the_model_config_gives_images_and_ground_truth(tmp_pat
     mask = cv2.imread(str(ASSETS / "demo" / "masks" / f"{DEMO_STEMS[0]}.png"), cv2.IMREAD_UNCHANGED)
     image = _rgb(ASSETS / "demo" / "images" / f"{DEMO_STEMS[0]}.png")
     from featvis.demo.scenes import PALETTE
-    assert np.array_equal(gt, rendering.overlay_labels(mask, image, PALETTE, 0.5))
+    assert np.array_equal(gt, overlay_labels(mask, image, PALETTE, 0.5))
 
 
 def test_unknown_dataset_split_names_the_ones_there(tmp_path):

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from featvis.layer_selection import select_layers
-from featvis.model_loader import load_model
+from featvis.model.load import load_model
+from featvis.record.layers import select_layers
 from tests.conftest import compose_cfg, run_cli
 
 PUBLIC = ["ann", "pspnet", "deeplabv3", "segformer"]

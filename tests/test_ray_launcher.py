@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from featvis.summary import load_results
+from featvis.sweep.results import load_results
 from tests.conftest import DEMO_IMAGE, run_cli, wandb_runs
 
 RAY = ("hydra/launcher=ray",
@@ -29,11 +29,11 @@ def test_2x2_sweep_under_ray(tmp_path):
 
     # every job ran in a Ray worker and wrote its result file, pictures and offline W&B run
     results = load_results(sweep)
-    assert [r["status"] for r in results] == ["ok"] * 4
-    assert sorted(r["name"] for r in results) == EXPECTED_NAMES
+    assert [r.status for r in results] == ["ok"] * 4
+    assert sorted(r.name for r in results) == EXPECTED_NAMES
     for r in results:
-        assert r["images"] == ["scene_000"] and r["error"] is None
-        assert (r["dir"] / "featvis" / "local" / "scene_000" / "prediction.png").is_file()
+        assert r.images == ["scene_000"] and r.error is None
+        assert (r.dir / "featvis" / "local" / "scene_000" / "prediction.png").is_file()
     job_runs = [d for d in wandb_runs(sweep) if (sweep / "summary") not in d.parents]
     assert sorted(d.parents[2].name for d in job_runs) == ["0", "1", "2", "3"]  # <job>/featvis/wandb/offline-run-*
 

@@ -1,13 +1,12 @@
-from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
 from featvis.errors import LayerNotFoundError
-from featvis.layer_selection import select_layers
-from featvis.recorder import FeatureRecorder
-from featvis.reductions import reduce
+from featvis.record.layers import select_layers
+from featvis.record.recorder import FeatureRecorder
+from featvis.reduce.registry import create
 
 
 class Pair(nn.Module):
@@ -50,7 +49,7 @@ def _select(model, *names):
 
 
 def _mean():
-    return partial(reduce, "squeeze_mean")
+    return create("squeeze_mean")
 
 
 def test_tuple_and_dict_elements_recorded_under_sub_names_in_user_order():
@@ -88,7 +87,7 @@ def test_repeated_calls_each_recorded():
 
 def test_reduced_inside_the_hook_only_k_maps_kept():
     model = Net()
-    with FeatureRecorder(_select(model, "conv"), partial(reduce, "select_max")) as rec:
+    with FeatureRecorder(_select(model, "conv"), create("select_max")) as rec:
         model(torch.randn(1, 2, 7, 9))
     (reduced,) = rec.pop()["conv"]
     assert reduced.maps.shape == (1, 7, 9)  # not (8, 7, 9)

@@ -1,12 +1,13 @@
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
 from featvis.errors import ReductionError
-from featvis.reductions import (PCA_SHARED_Z, REDUCTIONS, PcaBases, PcaBasis, class_map_options,
-                                reduce)
+from featvis.reduce.class_map import class_weights
+from featvis.reduce.pca import PcaRgb, PcaRgbConfig, pca_rgb
+from featvis.reduce.pca_basis import PCA_SHARED_Z, PcaBases, PcaBasis
+from featvis.reduce.registry import create, names
 
 
 def _feat() -> torch.Tensor:
@@ -18,36 +19,36 @@ def _feat() -> torch.Tensor:
 
 
 def test_select_max_picks_largest_spatial_sum_not_largest_pixel():
-    out = reduce("select_max", _feat())
+    out = create("select_max")(_feat())
     assert out.channels == [1]
     assert torch.equal(out.maps, torch.full((1, 4, 4), 10.0))
 
 
 def test_squeeze_mean_is_the_channel_mean():
     feat = _feat()
-    out = reduce("squeeze_mean", feat)
+    out = create("squeeze_mean")(feat)
     assert out.maps.shape == (1, 4, 4)
     assert torch.allclose(out.maps[0], feat.mean(0))
     assert out.channels is None
 
 
 def test_topk_orders_channels_by_spatial_sum_and_caps_at_channel_count():
-    out = reduce("topk", _feat(), topk=2)
+    out = create("topk", topk=2)(_feat())
     assert out.channels == [1, 0]  # sums 160, 100 (channel 2 sums to 80)
     assert out.maps.shape == (2, 4, 4)
-    assert reduce("topk", _feat(), topk=10).maps.shape == (3, 4, 4)
+    assert create("topk", topk=10)(_feat()).maps.shape == (3, 4, 4)
 
 
 def test_result_is_a_float32_copy_not_a_view_of_the_feature_map():
     feat = torch.randn(64, 8, 8, dtype=torch.float16)
-    out = reduce("select_max", feat)
+    out = create("select_max")(feat)
     assert out.maps.dtype == torch.float32
     # a view would keep all 64 channels alive
     assert out.maps.untyped_storage().nbytes() == 8 * 8 * 4
 
 
 def test_registry_holds_mmengine_modes():
-    assert {"select_max", "squeeze_mean", "topk"} <= set(REDUCTIONS)
+    assert {"select_max", "squeeze_mean", "topk"} <= set(names())
 
 
 # --------------------------------------------------------------- per-pixel statistics
@@ -58,29 +59,29 @@ def _two_pixels() -> torch.Tensor:
 
 
 def test_channel_max_is_the_per_pixel_maximum():
-    out = reduce("channel_max", _two_pixels())
+    out = create("channel_max")(_two_pixels())
     assert torch.equal(out.maps, torch.tensor([[[4.0, -1.0]]]))
     assert out.channels is None
 
 
 def test_l2_norm_is_the_per_pixel_euclidean_norm():
-    out = reduce("l2_norm", _two_pixels())
+    out = create("l2_norm")(_two_pixels())
     assert torch.allclose(out.maps, torch.tensor([[[5.0, 2 ** 0.5]]]))
 
 
 def test_std_is_the_population_standard_deviation_over_channels():
-    out = reduce("std", _two_pixels())
+    out = create("std")(_two_pixels())
     assert torch.allclose(out.maps, torch.tensor([[[0.5, 0.0]]]))  # |3 - 4| / 2; equal channels
-    assert torch.equal(reduce("std", torch.ones(1, 2, 2)).maps, torch.zeros(1, 2, 2))  # C=1: 0, not NaN
+    assert torch.equal(create("std")(torch.ones(1, 2, 2)).maps, torch.zeros(1, 2, 2))  # C=1: 0, not NaN
 
 
 def test_registry_holds_the_new_reductions():
-    assert {"channel_max", "l2_norm", "std", "pca_rgb", "class_map", "gradcam"} <= set(REDUCTIONS)
+    assert {"channel_max", "l2_norm", "std", "pca_rgb", "class_map", "gradcam"} <= set(names())
 
 
-def test_gradcam_is_registered_but_refuses_to_run_in_a_hook():
+def test_gradcam_is_registered_but_refuses_to_run_in_a_hook(demo):
     with pytest.raises(ReductionError, match="gradcam_maps"):
-        reduce("gradcam", torch.zeros(2, 2, 2))
+        create("gradcam", demo.model, target_class="1")(torch.zeros(2, 2, 2))
 
 
 # --------------------------------------------------------------------------- pca_rgb
@@ -106,7 +107,7 @@ def _assert_monotone(values: torch.Tensor, t: torch.Tensor, increasing: bool = T
 
 def test_pca_rgb_first_component_follows_the_direction_of_largest_variance():
     feat, t = _line_map()
-    out = reduce("pca_rgb", feat)
+    out = create("pca_rgb")(feat)
     assert out.maps.shape == (3, 8, 8) and out.maps.dtype == torch.float32
     assert out.maps.min() >= 0 and out.maps.max() <= 1
     # DIRECTION's largest loading (0.8) is positive, so the first map increases with t
@@ -118,18 +119,18 @@ def test_pca_rgb_first_component_follows_the_direction_of_largest_variance():
 def test_pca_rgb_sign_does_not_depend_on_the_data_sign_and_runs_are_identical():
     feat, t = _line_map()
     flipped = -feat
-    a, b = reduce("pca_rgb", feat), reduce("pca_rgb", feat)
+    a, b = create("pca_rgb")(feat), create("pca_rgb")(feat)
     assert torch.equal(a.maps, b.maps)
     # negated data: the component keeps its sign, so the coordinate (and colour) flips
-    c = reduce("pca_rgb", flipped)
+    c = create("pca_rgb")(flipped)
     _assert_monotone(c.maps[0], t, increasing=False)
     assert torch.allclose(c.maps[0], 1 - a.maps[0], atol=1e-4)
 
 
 def test_pca_rgb_subsamples_large_maps_deterministically_and_randomized_path_agrees():
     feat, t = _line_map(40, 50)
-    out = reduce("pca_rgb", feat, max_pixels=256)  # fitted on a seeded 256-pixel subsample
-    assert torch.equal(out.maps, reduce("pca_rgb", feat, max_pixels=256).maps)
+    out = PcaRgb(PcaRgbConfig("pca_rgb"), max_pixels=256)(feat)  # fitted on a seeded 256-pixel subsample
+    assert torch.equal(out.maps, PcaRgb(PcaRgbConfig("pca_rgb"), max_pixels=256)(feat).maps)
     _assert_monotone(out.maps[0], t)
 
 
@@ -139,9 +140,9 @@ def test_pca_rgb_randomized_path_for_many_channels_matches_the_exact_one():
     latent = torch.randn(3, 30 * 20, generator=generator) * torch.tensor([[6.0], [3.0], [1.5]])
     feat = (torch.randn(64, 3, generator=generator) @ latent + 0.1 * torch.randn(64, 600, generator=generator))
     feat = feat.reshape(64, 30, 20)
-    exact = reduce("pca_rgb", feat)
-    randomized = reduce("pca_rgb", feat, exact_channels=16)  # C=64 > 16: subspace iteration
-    assert torch.equal(randomized.maps, reduce("pca_rgb", feat, exact_channels=16).maps)
+    exact = create("pca_rgb")(feat)
+    randomized = PcaRgb(PcaRgbConfig("pca_rgb"), exact_channels=16)(feat)  # C=64 > 16: subspace iteration
+    assert torch.equal(randomized.maps, PcaRgb(PcaRgbConfig("pca_rgb"), exact_channels=16)(feat).maps)
     assert torch.allclose(randomized.maps, exact.maps, atol=1e-3)
     shared_exact, shared_randomized = PcaBasis(), PcaBasis(exact_channels=16)
     shared_exact.update(feat)
@@ -150,14 +151,14 @@ def test_pca_rgb_randomized_path_for_many_channels_matches_the_exact_one():
 
 
 def test_pca_rgb_of_fewer_than_three_channels_or_a_constant_map_is_mid_grey():
-    out = reduce("pca_rgb", torch.arange(8.0).reshape(1, 2, 4))
+    out = create("pca_rgb")(torch.arange(8.0).reshape(1, 2, 4))
     assert out.maps.shape == (3, 2, 4)
     assert torch.equal(out.maps[1:], torch.full((2, 2, 4), 0.5))
-    assert torch.equal(reduce("pca_rgb", torch.ones(4, 3, 3)).maps, torch.full((3, 3, 3), 0.5))
+    assert torch.equal(create("pca_rgb")(torch.ones(4, 3, 3)).maps, torch.full((3, 3, 3), 0.5))
     # rank-1 data: components 2 and 3 hold float32 rounding only (variance ~1e-13): not stretched
     direction, t = torch.tensor([0.1, 0.7, 3.3, -1.9]), torch.randn(63, generator=torch.Generator().manual_seed(0))
     rank1 = (direction[:, None] * (t[None] + 7)).reshape(4, 7, 9)
-    for out in (reduce("pca_rgb", rank1), reduce("pca_rgb", rank1, basis=_fitted(rank1))):
+    for out in (create("pca_rgb")(rank1), pca_rgb(rank1, basis=_fitted(rank1))):
         assert torch.equal(out.maps[1:], torch.full((2, 7, 9), 0.5))
         assert out.maps[0].max() > 0.9 and out.maps[0].min() < 0.1
 
@@ -205,13 +206,13 @@ def test_pca_rgb_with_a_shared_basis_gives_the_same_colour_to_the_same_vector_in
     assert bases.update(a, layer="x").maps.shape == (0, 6, 7)  # usable as a first-pass reduce_fn
     bases.update(b, layer="x")
     bases.fit()
-    out_a = reduce("pca_rgb", a, basis=bases, layer="x")
-    out_b = reduce("pca_rgb", b, basis=bases["x"])
+    out_a = pca_rgb(a, basis=bases, layer="x")
+    out_b = pca_rgb(b, basis=bases["x"])
     assert out_a.maps.shape == (3, 6, 7) and out_b.maps.shape == (3, 4, 4)
     assert torch.allclose(out_a.maps[:, 0, 0], out_b.maps[:, 0, 0])
     assert out_a.maps.min() >= 0 and out_a.maps.max() <= 1
     # per-map scaling would not: each map would be stretched to its own range
-    assert not torch.allclose(reduce("pca_rgb", a).maps[:, 0, 0], reduce("pca_rgb", b).maps[:, 0, 0])
+    assert not torch.allclose(create("pca_rgb")(a).maps[:, 0, 0], create("pca_rgb")(b).maps[:, 0, 0])
 
 
 def test_pca_basis_refuses_mixed_channel_counts_and_unknown_layers():
@@ -220,7 +221,7 @@ def test_pca_basis_refuses_mixed_channel_counts_and_unknown_layers():
     with pytest.raises(ReductionError, match="one basis per layer"):
         basis.update(torch.randn(5, 3, 3))
     with pytest.raises(ReductionError, match="no basis for layer 'y'"):
-        reduce("pca_rgb", torch.randn(4, 3, 3), basis=PcaBases(), layer="y")
+        pca_rgb(torch.randn(4, 3, 3), basis=PcaBases(), layer="y")
     with pytest.raises(ReductionError, match="before any update"):
         PcaBasis().fit()
 
@@ -229,34 +230,34 @@ def test_pca_basis_refuses_mixed_channel_counts_and_unknown_layers():
 
 @pytest.fixture(scope="module")
 def demo():
-    from featvis.model_loader import load_model
+    from featvis.model.load import load_model
     return load_model("featvis::configs/demo_pspnet.py", "featvis::checkpoints/demo_pspnet.pth", "cpu")
 
 
-def test_class_map_options_resolve_names_indices_and_refuse_unknown_classes(demo):
+def test_class_weights_resolve_names_indices_and_refuse_unknown_classes(demo):
     classes = demo.dataset_meta["classes"]
     assert list(classes) == ["background", "circle", "square", "triangle"]
     conv = demo.model.decode_head.conv_seg
-    opts = class_map_options(demo.model, "circle", classes)
-    assert torch.equal(opts["class_weight"], conv.weight.detach()[1, :, 0, 0])
-    assert opts["class_bias"] == pytest.approx(float(conv.bias.detach()[1]))
-    assert opts["conv_seg_input"] == "decode_head.bottleneck"
-    assert class_map_options(demo.model, "1", classes)["class_index"] == 1
-    assert class_map_options(demo.model, "Square", classes)["class_name"] == "square"
+    opts = class_weights(demo.model, "circle", classes)
+    assert torch.equal(opts.weight, conv.weight.detach()[1, :, 0, 0])
+    assert opts.bias == pytest.approx(float(conv.bias.detach()[1]))
+    assert opts.conv_seg_input == "decode_head.bottleneck"
+    assert class_weights(demo.model, "1", classes).index == 1
+    assert class_weights(demo.model, "Square", classes).name == "square"
     with pytest.raises(ReductionError, match=r"'cirle' is not a class.*closest: circle.*0=background, "
                                              r"1=circle, 2=square, 3=triangle"):
-        class_map_options(demo.model, "cirle", classes)
+        class_weights(demo.model, "cirle", classes)
     with pytest.raises(ReductionError, match="out of range"):
-        class_map_options(demo.model, "7", classes)
+        class_weights(demo.model, "7", classes)
     with pytest.raises(ReductionError, match="set reduction.target_class"):
-        class_map_options(demo.model, None, classes)
+        class_weights(demo.model, None, classes)
 
 
 def test_class_map_is_the_conv_seg_row_applied_to_the_feature_map(demo):
     conv = demo.model.decode_head.conv_seg
-    opts = class_map_options(demo.model, "triangle", demo.dataset_meta["classes"])
+    class_map = create("class_map", demo.model, target_class="triangle")
     feat = torch.randn(32, 5, 6, generator=torch.Generator().manual_seed(3))
-    out = reduce("class_map", feat, **opts)
+    out = class_map(feat)
     w, b = conv.weight.detach()[3, :, 0, 0], conv.bias.detach()[3]
     assert out.maps.shape == (1, 5, 6)
     assert torch.allclose(out.maps[0], torch.einsum("c,chw->hw", w, feat) + b, atol=1e-5)
@@ -265,12 +266,12 @@ def test_class_map_is_the_conv_seg_row_applied_to_the_feature_map(demo):
 
 
 def test_class_map_refuses_a_layer_that_does_not_feed_conv_seg(demo):
-    opts = class_map_options(demo.model, "circle", demo.dataset_meta["classes"])
+    class_map = create("class_map", demo.model, target_class="circle")
     with pytest.raises(ReductionError, match=r"feeds decode_head.conv_seg \(C=32\), such as "
                                              r"decode_head.bottleneck; this layer has C=128"):
-        reduce("class_map", torch.zeros(128, 4, 4), **opts)
+        class_map(torch.zeros(128, 4, 4))
     with pytest.raises(ReductionError, match="target_class"):
-        reduce("class_map", torch.zeros(32, 4, 4))
+        create("class_map", demo.model)(torch.zeros(32, 4, 4))
 
 
 @pytest.mark.parametrize("scene", ["scene_000", "scene_001"])
@@ -278,15 +279,14 @@ def test_class_map_of_circle_outlines_the_circle_on_demo_scenes(demo, scene):
     cv2 = pytest.importorskip("cv2")
     from mmseg.apis import inference_model
 
-    from featvis.layer_selection import select_layers
-    from featvis.recorder import FeatureRecorder
+    from featvis.record.layers import select_layers
+    from featvis.record.recorder import FeatureRecorder
 
     assets = Path(__file__).resolve().parents[1] / "featvis" / "assets" / "demo"
     image = cv2.imread(str(assets / "images" / f"{scene}.png"))
     circle = cv2.imread(str(assets / "masks" / f"{scene}.png"), cv2.IMREAD_UNCHANGED) == 1
-    opts = class_map_options(demo.model, "circle", demo.dataset_meta["classes"])
     layers = select_layers(demo.model, ["decode_head.bottleneck"])
-    with FeatureRecorder(layers, partial(reduce, "class_map", **opts)) as recorder:
+    with FeatureRecorder(layers, create("class_map", demo.model, target_class="circle")) as recorder:
         inference_model(demo.model, image)
         cam = recorder.pop()["decode_head.bottleneck"][0].maps[0].numpy()
     # the demo images are 192x256 and need neither resize nor padding: the 24x32 map

@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from featvis import model_cache, pipeline, shared_forward
-from featvis.job import JobInfo
-from featvis.sweep_plan import PLAN_FILE, make_plan, share_key
+from featvis.config.job import JobInfo
+from featvis.model import cache as model_cache
+from featvis.pipeline import job as pipeline
+from featvis.sweep import shared_forward
+from featvis.sweep.plan import PLAN_FILE, make_plan, share_key
 from tests.conftest import DEMO_IMAGE, compose_cfg
 
 LOCAL = ("backends=[local]",)
@@ -148,14 +150,14 @@ def test_an_edited_image_is_run_again(tmp_path):
 def test_the_plan_expands_a_sweep_as_hydras_basic_sweeper_does():
     from omegaconf import OmegaConf
 
-    from featvis.sweep_plan import BASIC_SWEEPER, sweep_overrides
+    from featvis.sweep.plan import BASIC_SWEEPER, sweep_overrides
 
     conf = OmegaConf.create({"hydra": {
         "sweeper": {"_target_": BASIC_SWEEPER, "params": {"reduction": "std,topk"}},
         "overrides": {"task": ["layers=decoder,backbone", "alpha=0.3"]}}})
     jobs = sweep_overrides(conf)
-    assert sorted(map(sorted, jobs)) == sorted(sorted(["alpha=0.3", f"layers={l}", f"reduction={r}"])
-                                               for l in ("decoder", "backbone") for r in ("std", "topk"))
+    assert sorted(map(sorted, jobs)) == sorted(sorted(["alpha=0.3", f"layers={p}", f"reduction={r}"])
+                                               for p in ("decoder", "backbone") for r in ("std", "topk"))
     conf.hydra.sweeper._target_ = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     assert sweep_overrides(conf) is None  # jobs chosen as the sweep goes: no plan, each job runs alone
 
@@ -165,9 +167,9 @@ def test_a_reusing_job_warns_once_about_its_layers_that_have_no_map(tmp_path, ca
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    from featvis.layer_selection import Selected
-    from featvis.model_loader import LoadedModel
-    from featvis.reductions import Reduced
+    from featvis.model.load import LoadedModel
+    from featvis.record.layers import Selected
+    from featvis.reduce.base import Reduced
 
     loaded = LoadedModel(model=torch.nn.Identity(), device="cpu", dataset_meta={}, checkpoint=None)
     layers = [Selected("tokens", torch.nn.Identity()), Selected("conv", torch.nn.Identity())]

@@ -1,6 +1,5 @@
 """Slide inference: each layer gives one map of the whole image, stitched and averaged like mmseg's logits."""
 
-from functools import partial
 
 import numpy as np
 import pytest
@@ -9,10 +8,10 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from torch import nn
 
-from featvis.layer_selection import select_layers
-from featvis.recorder import FeatureRecorder
-from featvis.reductions import reduce
-from featvis.slide import SlideWindows
+from featvis.record.layers import select_layers
+from featvis.record.recorder import FeatureRecorder
+from featvis.record.slide import SlideWindows
+from featvis.reduce.registry import create
 from tests.conftest import run_cli
 
 CROP, STRIDE, H, W = 32, 24, 32, 80  # three windows across: x in [0,32), [24,56), [48,80)
@@ -70,7 +69,7 @@ def test_stitched_map_equals_the_whole_image_map_pixel_by_pixel():
 
     model = _model()
     image = _image()
-    with FeatureRecorder(select_layers(model, ["backbone", "decode_head.conv_seg"]), partial(reduce, "squeeze_mean"),
+    with FeatureRecorder(select_layers(model, ["backbone", "decode_head.conv_seg"]), create("squeeze_mean"),
                          watch=model.backbone, root=model) as rec:
         inference_model(model, image)
         maps = rec.pop()
@@ -87,7 +86,7 @@ def test_select_max_picks_one_channel_for_the_whole_image():
     from mmseg.apis import inference_model
 
     model = _model()
-    with FeatureRecorder(select_layers(model, ["backbone[0]"]), partial(reduce, "select_max"),
+    with FeatureRecorder(select_layers(model, ["backbone[0]"]), create("select_max"),
                          watch=model.backbone, root=model) as rec:
         inference_model(model, _image())
         (reduced,) = rec.pop()["backbone[0]"]
@@ -116,7 +115,7 @@ def test_whole_mode_maps_are_cropped_of_padding_and_resized_back_to_the_original
     with the original image, with no padding dragged into it."""
     from mmseg.apis import inference_model, init_model
 
-    from featvis.rendering import align
+    from featvis.render.heatmap import align
 
     _register_probe()
     cfg = Config(dict(
@@ -133,7 +132,7 @@ def test_whole_mode_maps_are_cropped_of_padding_and_resized_back_to_the_original
     h, w = 30, 70
     y, x = np.mgrid[0:h, 0:w]
     image = np.stack([x, y, x + y], -1).astype(np.uint8)
-    with FeatureRecorder(select_layers(model, ["backbone[0]"]), partial(reduce, "squeeze_mean"),
+    with FeatureRecorder(select_layers(model, ["backbone[0]"]), create("squeeze_mean"),
                          watch=model.backbone, root=model) as rec:
         sample = inference_model(model, image)
         (reduced,) = rec.pop()["backbone[0]"]

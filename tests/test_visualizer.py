@@ -2,10 +2,15 @@
 
 import cv2
 import numpy as np
+from mmengine.registry import VISBACKENDS
+from mmengine.visualization.vis_backend import BaseVisBackend
 
 from featvis.backends import png as png_module
-from featvis.backends.run_info import RunInfo
-from featvis.visualizer import FeatureVisualizer
+from featvis.backends.adapter import MMEngineBackend
+from featvis.backends.base import RunInfo
+from featvis.backends.local import FeatvisLocalVisBackend, panel_file
+from featvis.backends.visualizer import FeatureVisualizer
+from featvis.render.panel import Panel
 from tests.conftest import compose_cfg, history, wandb_records, wandb_runs
 
 
@@ -19,7 +24,7 @@ def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatc
     with vis:
         vis.start()
         for i, picture in enumerate(pictures):
-            vis.add_image("input", picture, step=i, image_id=f"img{i}", caption=f"img{i}")
+            vis.add_panels([Panel("input", picture, f"img{i}")], step=i, image_id=f"img{i}")
     assert len(calls) == 3  # not 6
     for i, picture in enumerate(pictures):  # what the local backend wrote is the picture, RGB as given
         written = cv2.cvtColor(cv2.imread(str(tmp_path / "local" / f"img{i}" / "input.png")), cv2.COLOR_BGR2RGB)
@@ -30,9 +35,9 @@ def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatc
 
 
 def test_a_job_encodes_each_of_its_pictures_once(tmp_path, monkeypatch):
-    from featvis import pipeline
-    from featvis.job import JobInfo
-    from featvis.paths import ASSETS
+    from featvis.config.job import JobInfo
+    from featvis.config.paths import ASSETS
+    from featvis.pipeline import job as pipeline
 
     calls = []
     real = png_module.cv2.imencode
@@ -44,3 +49,55 @@ def test_a_job_encodes_each_of_its_pictures_once(tmp_path, monkeypatch):
     (run,) = wandb_runs(result.output_dir)
     (row,) = history(wandb_records(run))
     assert sum(k.endswith("._type") and row[k] == "image-file" for k in row) == len(written)
+
+
+class _Recording(BaseVisBackend):
+    """An MMEngine backend that knows nothing of featvis: it records what it is called with."""
+
+    calls: list = []
+
+    @property
+    def experiment(self):
+        return self
+
+    def _init_env(self):
+        pass
+
+    def add_config(self, config, **kwargs):
+        self.calls.append(("add_config", dict(config)))
+
+    def add_image(self, name, image, step=0, **kwargs):
+        self.calls.append(("add_image", name, image.shape, step, sorted(kwargs)))
+
+    def add_scalars(self, scalar_dict, step=0, file_path=None, **kwargs):
+        self.calls.append(("add_scalars", scalar_dict, step))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_mmengine_backends_are_wrapped_and_get_plain_add_image_calls(tmp_path):
+    VISBACKENDS.register_module(name="FeatvisTestRecording", module=_Recording, force=True)
+    _Recording.calls = []
+    picture = np.zeros((6, 8, 3), np.uint8)
+    vis = FeatureVisualizer({"rec": {"type": "FeatvisTestRecording"}}, tmp_path, RunInfo("t", "t", None))
+    assert isinstance(vis.backends["rec"], MMEngineBackend) and not vis.wants_png
+    assert vis.backends["rec"].inner._save_dir == str(tmp_path / "rec")
+    with vis:
+        vis.start()
+        vis.add_config({"a": 1})
+        vis.add_panels([Panel("input", picture, "cap"), Panel("featmap/x", picture, "cap", layer="x",
+                                                               stats={"mean": 1.0})], step=2, image_id="img")
+        vis.add_scalars({"stats/x/mean": 1.0}, step=2)
+    assert _Recording.calls == [("add_config", {"a": 1}), ("add_image", "input", (6, 8, 3), 2, []),
+                                ("add_image", "featmap/x", (6, 8, 3), 2, []),
+                                ("add_scalars", {"stats/x/mean": 1.0}, 2), ("close",)]
+
+
+def test_featvis_backends_still_take_mmengines_add_image(tmp_path):
+    backend = FeatvisLocalVisBackend(str(tmp_path))
+    picture = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    backend.add_image("featmap/x", picture, step=3)
+    written = cv2.cvtColor(cv2.imread(str(panel_file(tmp_path, "00003", "featmap/x"))), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(written, picture)
+    backend.close()

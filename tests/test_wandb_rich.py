@@ -1,16 +1,15 @@
 """W&B extras: interactive masks on the input, per-layer activation statistics, the run's table."""
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from featvis import pipeline
 from featvis.backends.wandb import _masks
-from featvis.job import JobInfo
-from featvis.paths import ASSETS
+from featvis.config.job import JobInfo
+from featvis.config.paths import ASSETS
+from featvis.pipeline import job as pipeline
 from tests.conftest import compose_cfg, history, wandb_records, wandb_runs
 
 DEMO_STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
@@ -61,7 +60,7 @@ def test_input_carries_prediction_and_ground_truth_masks_with_class_names(job):
 def test_activation_stats_in_every_row_equal_the_layer_output(job):
     from mmseg.apis import inference_model
 
-    from featvis.model_loader import load_model
+    from featvis.model.load import load_model
 
     _, _, _, records = job
     rows = history(records)
@@ -81,7 +80,8 @@ def test_activation_stats_in_every_row_equal_the_layer_output(job):
             assert row["stats/decode_head.bottleneck/mean"] == pytest.approx(float(feat.mean()), rel=1e-5)
             assert row["stats/decode_head.bottleneck/max"] == pytest.approx(float(feat.max()), rel=1e-6)
             assert row["stats/decode_head.bottleneck/std"] == pytest.approx(float(feat.std(correction=0)), rel=1e-4)
-            assert row["stats/decode_head.bottleneck/zero_fraction"] == pytest.approx(float((feat == 0).double().mean()))
+            zero_fraction = float((feat == 0).double().mean())
+            assert row["stats/decode_head.bottleneck/zero_fraction"] == pytest.approx(zero_fraction)
     finally:
         handle.remove()
     assert 0 < rows[0]["stats/decode_head.bottleneck/zero_fraction"] < 1  # after a ReLU: some exact zeros
@@ -89,8 +89,8 @@ def test_activation_stats_in_every_row_equal_the_layer_output(job):
 
 def test_local_backend_writes_the_stats_as_scalars(job):
     out, _, _, _ = job
-    lines = [json.loads(l) for l in (out / "featvis" / "local" / "scalars.jsonl").read_text().splitlines()]
-    assert [l["step"] for l in lines] == list(range(len(DEMO_STEMS)))
+    lines = [json.loads(line) for line in (out / "featvis" / "local" / "scalars.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(len(DEMO_STEMS)))
     assert "stats/decode_head.conv_seg/max" in lines[0]
 
 
@@ -149,7 +149,8 @@ def test_ground_truth_with_ignore_label_is_logged(tmp_path):
 
 def test_gradcam_logs_no_stats(tmp_path):
     pipeline.run(compose_cfg("reduction=gradcam", "reduction.target_class=circle", "backends=[wandb]",
-                             "layers.names=[decode_head.bottleneck]", f"image={ASSETS}/demo/images/{DEMO_STEMS[0]}.png"),
+                             "layers.names=[decode_head.bottleneck]",
+                             f"image={ASSETS}/demo/images/{DEMO_STEMS[0]}.png"),
                  JobInfo(output_dir=tmp_path))
     (run_dir,) = wandb_runs(tmp_path / "featvis")
     records = wandb_records(run_dir)

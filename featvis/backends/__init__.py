@@ -1,13 +1,13 @@
 """featvis's visualization backends, registered in MMEngine's VISBACKENDS registry.
 
-They follow MMEngine's BaseVisBackend interface, so MMEngine's own backends
-(LocalVisBackend, TensorboardVisBackend, MLflowVisBackend, ...) plug in beside them
-with one config file. `add_image` gets two extra keyword arguments that MMEngine's
-backends ignore: `image_id` (the input image's stem) and `caption`.
+They implement featvis.backends.base.FeatvisBackend, MMEngine's BaseVisBackend plus what
+featvis adds (`add_panel`, `start`, `close(failed)`, `wants_png`), so MMEngine's own
+backends (LocalVisBackend, TensorboardVisBackend, MLflowVisBackend, ...) plug in beside
+them with one config file: the visualizer wraps those (featvis.backends.adapter).
 """
 
+from featvis.backends.base import FeatvisBackend, RunInfo
 from featvis.backends.local import FeatvisLocalVisBackend
-from featvis.backends.run_info import RunInfo, RunAwareBackend
 from featvis.backends.wandb import FeatvisWandbVisBackend
 
-__all__ = ["FeatvisLocalVisBackend", "FeatvisWandbVisBackend", "RunInfo", "RunAwareBackend"]
+__all__ = ["FeatvisBackend", "FeatvisLocalVisBackend", "FeatvisWandbVisBackend", "RunInfo"]

@@ -10,20 +10,29 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import yaml
 from mmengine.registry import VISBACKENDS
-from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
+from mmengine.visualization.vis_backend import force_init_env
 
+from featvis.backends.base import FeatvisBackend, RunInfo
 from featvis.backends.png import LazyPNG, write_png
+from featvis.render.panel import Panel
+
+
+def panel_file(root: Path, image_id: str, panel: str) -> Path:
+    """Where the local backend writes picture `panel` of image `image_id` under its folder `root`.
+
+    The one place that knows this layout: the sweep summary reads pictures back through it.
+    """
+    return Path(root) / image_id / f"{panel}.png"
 
 
 @VISBACKENDS.register_module()
-class FeatvisLocalVisBackend(BaseVisBackend):
-    stores_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
+class FeatvisLocalVisBackend(FeatvisBackend):
+    wants_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
 
-    def __init__(self, save_dir: str) -> None:
-        super().__init__(save_dir)
+    def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None) -> None:
+        super().__init__(save_dir, run_info)
         self._root = Path(save_dir)
 
     @property  # type: ignore[misc]
@@ -41,11 +50,10 @@ class FeatvisLocalVisBackend(BaseVisBackend):
         (self._root / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     @force_init_env
-    def add_image(self, name: str, image: np.ndarray, step: int = 0,
-                  image_id: Optional[str] = None, png: Optional[LazyPNG] = None, **kwargs: Any) -> None:
-        path = self._root / (image_id or f"{step:05d}") / f"{name}.png"
+    def add_panel(self, panel: Panel, step: int, image_id: str, png: LazyPNG) -> None:
+        path = panel_file(self._root, image_id, panel.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_png(path, image, png)
+        write_png(path, panel.picture, png)
 
     @force_init_env
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:

@@ -2,10 +2,10 @@
 
 Encoding a 1024-pixel-wide picture takes tens of milliseconds; with the local and the
 W&B backend both on, a picture would be encoded twice. The visualizer hands every
-backend a `LazyPNG` (keyword `png`); the first backend that needs the bytes encodes
-them (cv2: RGB in, BGR PNG out), the others reuse them. Backends that do not know the
-keyword (MMEngine's) ignore it. `encode_all` encodes one image's pictures in parallel
-(OpenCV releases the GIL), before the backends write them one by one.
+backend's `add_panel` a `LazyPNG`; the first backend that needs the bytes encodes them
+(cv2: RGB in, BGR PNG out), the others reuse them; MMEngine's backends get the picture
+itself. `encode_all` encodes one image's pictures in parallel (OpenCV releases the GIL),
+before the backends write them one by one.
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
   while a run is open would return the old run);
 - `step` is honoured and all panels of one image go into one `log` call, one history
   row per image; images carry captions;
-- the run is named, grouped and configured from the Hydra job (see featvis.job);
+- the run is named, grouped and configured from the Hydra job (see featvis.config.job);
 - pictures are PNG-encoded by OpenCV (about 9x faster than wandb's own PIL encoding)
   and handed to `wandb.Image` as files;
 - the `input` picture carries the prediction and the ground truth as interactive masks
-  (`pred_mask`, `gt_mask`, `class_names` keyword data of add_image; label 255, mmseg's
-  ignore index, is called "ignore");
+  (the panel's `labels`, featvis.render.panel.LabelMaps; label 255, mmseg's ignore
+  index, is called "ignore");
+- a failed job's run is finished with exit code 1 (`close(failed=True)`), keeping what it logged;
 - at close, a `featvis/table` W&B Table (one row per image: its id, the input with masks,
   every layer's map and its `stats`) goes into the run's summary, not its history, so
   the history keeps one row per image. It reuses the wandb.Image objects already logged.
@@ -28,17 +29,20 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 from mmengine.registry import VISBACKENDS
-from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
+from mmengine.visualization.vis_backend import force_init_env
 
+from featvis.backends.base import FeatvisBackend, RunInfo
 from featvis.backends.png import LazyPNG, write_png
-from featvis.backends.run_info import RunAwareBackend, RunInfo
+from featvis.backends.wandb_run import RunSpec, open_run
 from featvis.errors import ConfigError
-from featvis.rendering import IGNORE_INDEX  # mmseg's ignore label in ground-truth masks
+from featvis.render.labels import IGNORE_INDEX  # mmseg's ignore label in ground-truth masks
+from featvis.render.panel import Panel
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +74,13 @@ def resolve_mode(mode: str) -> str:
 
 
 @VISBACKENDS.register_module()
-class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
-    stores_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
+class FeatvisWandbVisBackend(FeatvisBackend):
+    wants_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
 
     def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None, project: str = "featvis",
                  entity: Optional[str] = None, mode: str = "auto", group: Optional[str] = None,
                  init_timeout: float = 30.0) -> None:
-        super().__init__(save_dir)
-        self.run_info = run_info or RunInfo(name="featvis", job_type="default", group=None)
+        super().__init__(save_dir, run_info)
         self.project, self.entity, self.group = project, entity, group or self.run_info.group
         self.mode = resolve_mode(mode)  # fails here, before any work, on online without a key
         self.init_timeout = init_timeout
@@ -88,6 +91,11 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
         self._start_error: Optional[BaseException] = None
         self._rows: Dict[str, Dict[str, Any]] = {}  # image id -> {table column: value}, in logging order
 
+    @classmethod
+    def save_dir_for(cls, job_dir: Path, key: str) -> Path:
+        """The job's folder itself: wandb makes its own `wandb/` folder in it."""
+        return Path(job_dir)
+
     @property  # type: ignore[misc]
     @force_init_env
     def experiment(self) -> Any:
@@ -96,13 +104,13 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
     def start(self) -> None:
         """Open the run in a background thread (importing wandb and starting its service
         take about a second), so that it overlaps the model's first forward pass."""
-        def open_run() -> None:
+        def open_in_background() -> None:
             try:
                 self._open()
             except BaseException as err:  # re-raised in the job's thread by _init_env
                 self._start_error = err
 
-        self._starter = threading.Thread(target=open_run, name="featvis-wandb-init", daemon=True)
+        self._starter = threading.Thread(target=open_in_background, name="featvis-wandb-init", daemon=True)
         self._starter.start()
 
     def _init_env(self) -> None:
@@ -121,46 +129,32 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
         self._n_encoded = 0
 
     def _init(self, mode: str) -> Any:
-        import wandb
+        spec = RunSpec(save_dir=self._save_dir, project=self.project, entity=self.entity, group=self.group,
+                       job_type=self.run_info.job_type, name=self.run_info.name, config=self.run_info.config,
+                       init_timeout=self.init_timeout)
+        run, self.mode = open_run(spec, mode)  # offline when online fails: never lose the job
+        return run
 
-        settings = wandb.Settings(init_timeout=self.init_timeout, silent=True, console="off",
-                                  x_disable_stats=True, save_code=False, disable_git=True)
-        kwargs = dict(dir=self._save_dir, project=self.project, entity=self.entity, group=self.group,
-                      job_type=self.run_info.job_type, name=self.run_info.name,
-                      config=self.run_info.config, settings=settings, reinit="finish_previous")
-        try:
-            return wandb.init(mode=mode, **kwargs)
-        except Exception as err:  # no network, wrong key, server down: never lose the job
-            if mode != "online":
-                raise
-            log.warning("W&B online init failed within wandb.init_timeout=%ss (%s); logging offline instead: "
-                        "the job's last log line says how to upload the run", self.init_timeout,
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)
-            self.mode = "offline"
-            return wandb.init(mode="offline", **kwargs)
+    def add_config(self, config: Any, **kwargs: Any) -> None:
+        """Nothing to add: the resolved config went to `wandb.init` with the run (`RunInfo.config`)."""
 
     @force_init_env
-    def add_image(self, name: str, image: np.ndarray, step: int = 0, caption: Optional[str] = None,
-                  image_id: Optional[str] = None, pred_mask: Optional[np.ndarray] = None,
-                  gt_mask: Optional[np.ndarray] = None, class_names: Optional[Sequence[str]] = None,
-                  layer: Optional[str] = None, stats: Optional[Dict[str, float]] = None,
-                  png: Optional[LazyPNG] = None, **kwargs: Any) -> None:
-        import wandb
-
+    def add_panel(self, panel: Panel, step: int, image_id: str, png: LazyPNG) -> None:
         self._n_encoded += 1
         path = self._encoded / f"{self._n_encoded}.png"
-        write_png(path, image, png)
-        masks = _masks(pred_mask, gt_mask, class_names)
-        picture = wandb.Image(str(path), caption=caption, masks=masks or None)
-        self._stage(name, picture, step)
-        if name == "input" or layer is not None:
-            row = self._rows.setdefault(image_id or f"{step:05d}", {})
-            if layer is None:
+        write_png(path, panel.picture, png)
+        labels = panel.labels
+        masks = _masks(labels.prediction, labels.ground_truth, labels.class_names) if labels is not None else {}
+        picture = _wandb().Image(str(path), caption=panel.caption, masks=masks or None)
+        self._stage(panel.name, picture, step)
+        if panel.name == "input" or panel.layer is not None:
+            row = self._rows.setdefault(image_id, {})
+            if panel.layer is None:
                 row["input"] = picture
             else:
-                row[f"featmap/{layer}"] = picture
-                for key, value in (stats or {}).items():
-                    row[f"stats/{layer}/{key}"] = value
+                row[f"featmap/{panel.layer}"] = picture
+                for key, value in (panel.stats or {}).items():
+                    row[f"stats/{panel.layer}/{key}"] = value
 
     @force_init_env
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
@@ -183,7 +177,7 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
             self._run.log(self._pending, step=self._pending_step)
         self._pending, self._pending_step = {}, None
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         if self._starter is not None:  # started, but the job ended before logging anything
             self._starter.join()
             self._starter = None
@@ -193,7 +187,7 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
             self._flush()  # a failed job keeps what it logged, and is marked failed below
             self._log_table()
         finally:
-            self._run.finish(exit_code=1 if self.failed else 0)  # copies the logged media
+            self._run.finish(exit_code=1 if failed else 0)  # copies the logged media
             self._run = None
             self._rows = {}
             shutil.rmtree(self._encoded, ignore_errors=True)
@@ -203,14 +197,19 @@ class FeatvisWandbVisBackend(RunAwareBackend, BaseVisBackend):
         """The run's `featvis/table`: one row per image, columns in order of first appearance."""
         if not self._rows:
             return
-        import wandb
-
         columns: List[str] = ["image_id"]
         for row in self._rows.values():
             columns.extend(c for c in row if c not in columns)
         data = [[image_id, *(row.get(c) for c in columns[1:])] for image_id, row in self._rows.items()]
         # in the summary, not the history: the history keeps exactly one row per image
-        self._run.summary["featvis/table"] = wandb.Table(columns=columns, data=data, allow_mixed_types=True)
+        self._run.summary["featvis/table"] = _wandb().Table(columns=columns, data=data, allow_mixed_types=True)
+
+
+def _wandb() -> ModuleType:
+    """The wandb module, imported by the run's first use of it (open_run imports it first)."""
+    import wandb  # noqa: PLC0415  (about a second to import: only jobs that log to W&B pay it)
+
+    return wandb
 
 
 def _masks(pred: Optional[np.ndarray], gt: Optional[np.ndarray],

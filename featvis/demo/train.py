@@ -22,9 +22,15 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from mmengine.config import Config
+from mmengine.structures import PixelData
+from mmseg.apis import inference_model, init_model
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import register_all_modules
 
+from featvis.config.paths import ASSETS
 from featvis.demo.scenes import CLASSES, PALETTE, generate_scene, scene_rng
-from featvis.paths import ASSETS
 
 CONFIG_PATH = ASSETS / 'configs' / 'demo_pspnet.py'
 DEFAULT_OUT = ASSETS / 'checkpoints' / 'demo_pspnet.pth'
@@ -46,9 +52,6 @@ NUM_THREADS = 1          # robust (and fast) on a shared 2-core CPU
 
 def build_model(config_path: str | Path = CONFIG_PATH) -> torch.nn.Module:
     """Build the (untrained) segmentor exactly as described by the config."""
-    from mmengine.config import Config
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
 
     register_all_modules()
     return MODELS.build(Config.fromfile(str(config_path)).model)
@@ -56,8 +59,6 @@ def build_model(config_path: str | Path = CONFIG_PATH) -> torch.nn.Module:
 
 def make_batch(rng: np.random.Generator, batch_size: int, size: int) -> dict:
     """Raw (un-preprocessed) batch of square scenes, images in BGR order."""
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
 
     inputs, samples = [], []
     for _ in range(batch_size):
@@ -148,7 +149,6 @@ def mean_iou(inter: np.ndarray, union: np.ndarray) -> float:
 
 def predict(model: torch.nn.Module, img_rgb: np.ndarray) -> np.ndarray:
     """Label map (HxW, int64) predicted via ``mmseg.apis.inference_model``."""
-    from mmseg.apis import inference_model
 
     result = inference_model(model, np.ascontiguousarray(img_rgb[..., ::-1]))
     return result.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
@@ -157,7 +157,6 @@ def predict(model: torch.nn.Module, img_rgb: np.ndarray) -> np.ndarray:
 def evaluate_miou(config_path: str | Path, checkpoint_path: str | Path,
                   n_images: int = EVAL_IMAGES, seed: int = EVAL_SEED) -> float:
     """Dataset-level mIoU of a checkpoint on ``n_images`` fresh scenes."""
-    from mmseg.apis import init_model
 
     model = init_model(str(config_path), str(checkpoint_path), device='cpu')
     inter = union = 0

@@ -1,0 +1,99 @@
+"""One job's visualizer: the backends of the `backends` config group, built fresh per job, and the fan-out to them.
+
+MMEngine's `Visualizer` is a process-wide singleton, and the jobs of a Hydra multirun
+under the basic launcher share one process, so featvis does not use it: each job
+builds its own backends from MMEngine's VISBACKENDS registry and closes them when it
+ends, telling them whether the job failed (W&B marks its run failed). featvis's backends
+implement featvis.backends.base.FeatvisBackend; MMEngine's own are wrapped in
+featvis.backends.adapter.MMEngineBackend, so every backend is driven alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Sequence, Set
+
+import mmengine.visualization  # noqa: F401  (registers MMEngine's backends)
+from mmengine.config import Config
+from mmengine.registry import VISBACKENDS
+
+import featvis.backends  # noqa: F401  (registers featvis's backends)
+from featvis.backends.adapter import MMEngineBackend
+from featvis.backends.base import FeatvisBackend, RunInfo
+from featvis.backends.png import LazyPNG, encode_all
+from featvis.render.panel import Panel
+
+
+def known_backend_types() -> Set[str]:
+    return set(VISBACKENDS.module_dict)
+
+
+def build_backend(key: str, spec: Mapping[str, Any], job_dir: Path, run_info: RunInfo) -> FeatvisBackend:
+    """Backend `key` of the `backends` group: `spec` is {type, kwargs}; save_dir defaults per backend."""
+    cls = VISBACKENDS.get(spec["type"])
+    kwargs = dict(spec.get("kwargs") or {})
+    if issubclass(cls, FeatvisBackend):
+        kwargs.setdefault("save_dir", str(cls.save_dir_for(job_dir, key)))
+        kwargs["run_info"] = run_info
+        return cls(**kwargs)
+    kwargs.setdefault("save_dir", str(job_dir / key))
+    return MMEngineBackend(cls(**kwargs))
+
+
+class FeatureVisualizer:
+    """Sends every panel and scalar to all backends of the job."""
+
+    def __init__(self, backends: Mapping[str, Mapping[str, Any]], save_dir: Path, run_info: RunInfo) -> None:
+        self.backends: Dict[str, FeatvisBackend] = {
+            key: build_backend(key, spec, Path(save_dir), run_info) for key, spec in backends.items()}
+
+    def start(self) -> None:
+        """Let backends that are slow to open (W&B) start in the background."""
+        for backend in self.backends.values():
+            backend.start()
+
+    def add_config(self, config: Mapping[str, Any]) -> None:
+        as_mmengine = Config(dict(config))
+        for backend in self.backends.values():
+            backend.add_config(as_mmengine)
+
+    @property
+    def wants_png(self) -> bool:
+        """Whether a backend stores PNG bytes (featvis's local and W&B backends)."""
+        return any(b.wants_png for b in self.backends.values())
+
+    def add_panels(self, panels: Sequence[Panel], step: int, image_id: str) -> None:
+        """One input image's panels to every backend, in order, all at `step`.
+
+        Each picture is PNG-encoded at most once, whichever backends store it; when one
+        does, all of the image's pictures are encoded up front, in parallel.
+        """
+        pngs = [LazyPNG(panel.picture) for panel in panels]
+        if self.wants_png:
+            encode_all(pngs)
+        for panel, png in zip(panels, pngs):
+            for backend in self.backends.values():
+                backend.add_panel(panel, step=step, image_id=image_id, png=png)
+
+    def add_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        """One step's scalars (e.g. `stats/<layer>/mean`) to every backend."""
+        if not scalars:
+            return
+        for backend in self.backends.values():
+            backend.add_scalars(dict(scalars), step=step)
+
+    def close(self, failed: bool = False) -> None:
+        errors = []
+        for key, backend in self.backends.items():
+            try:
+                backend.close(failed=failed)
+            except Exception as err:  # close the others anyway
+                errors.append(f"{key}: {err}")
+        if errors and not failed:
+            raise RuntimeError("closing backends failed: " + "; ".join(errors))
+
+    def __enter__(self) -> "FeatureVisualizer":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.close(failed=exc_type is not None)

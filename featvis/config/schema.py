@@ -1,0 +1,244 @@
+"""The shape of a featvis job config, as Hydra structured configs.
+
+Every YAML option in conf/ is merged onto these dataclasses, so a misspelt key or
+a value of the wrong type is rejected while Hydra composes the config, before
+any model is built. `validate()` adds the checks that types cannot express
+(names that must exist in a registry, ranges). Presets stay plain data: there is
+no `_target_` anywhere; backends and reductions are named through MMEngine's
+VISBACKENDS registry and featvis's own reduction registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from featvis.backends.visualizer import known_backend_types
+from featvis.errors import ConfigError
+from featvis.reduce import registry as reductions
+from featvis.reduce.base import ReductionConfig
+
+
+class Choice(str, Enum):
+    """A config value out of a fixed set: OmegaConf refuses any other while Hydra composes.
+
+    A str subclass, so `cfg.mode == "list"` holds and the value prints as itself.
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Mode(Choice):
+    run = "run"  # draw the layers
+    list = "list"  # print the model's modules, their output shapes and presets
+
+
+class SampleMode(Choice):
+    first = "first"  # the first max_images images, in file order
+    random = "random"  # a seeded random choice (`seed`), kept in file order
+
+
+class NormalizeMode(Choice):
+    per_map = "per_map"  # each map's own min and max (MMEngine's behaviour)
+    shared = "shared"  # one range per layer over every image of the run
+    fixed = "fixed"  # normalize.range, for every map and every job
+    percentile = "percentile"  # each map clipped to normalize.percentiles
+
+
+class ColormapName(Choice):
+    auto = "auto"  # diverging for signed maps, jet otherwise
+    jet = "jet"
+    diverging = "diverging"
+
+
+class WandbMode(Choice):
+    auto = "auto"  # online with an API key, offline without one
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short name, used in run names
+    config: str = MISSING  # a path, `mmseg::<algo>/<file>.py` or `featvis::<file>`
+    checkpoint: Optional[str] = None  # a path, a URL, `featvis::<file>`, or null = random init
+    # Checkpoints are pickles: by default they load with torch's weights_only=True, which
+    # cannot run code. true = full unpickling, for checkpoints from a source you trust only.
+    trust_checkpoint: bool = False
+    # layer presets of this model, picked by the `layers` group: {preset: [names or globs]}
+    layer_presets: Dict[str, List[str]] = field(default_factory=dict)
+
+
+@dataclass
+class LayersConfig:
+    preset: Optional[str] = None  # which of model.layer_presets `names` came from
+    names: List[str] = MISSING  # exact module names or glob patterns, in drawing order
+
+
+@dataclass
+class NormalizeConfig:
+    mode: NormalizeMode = NormalizeMode.per_map
+    range: List[float] = field(default_factory=lambda: [0.0, 1.0])  # low, high for mode=fixed
+    percentiles: List[float] = field(default_factory=lambda: [1.0, 99.0])  # low, high for mode=percentile
+    colormap: ColormapName = ColormapName.auto
+    scale_bar: bool = True  # draw the colour scale and its range on each picture
+
+
+@dataclass
+class BackendConfig:
+    type: str = MISSING  # a class in MMEngine's VISBACKENDS registry
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to its constructor
+
+
+@dataclass
+class WandbConfig:
+    project: str = "featvis"
+    entity: Optional[str] = None
+    mode: WandbMode = WandbMode.auto
+    group: Optional[str] = None  # null: one group per multirun sweep
+    init_timeout: float = 30.0  # seconds before wandb.init gives up
+
+
+@dataclass
+class ListingConfig:
+    filter: str = "*"  # `mode=list` shows the modules whose full name matches this glob
+    max_depth: Optional[int] = None  # and whose depth (dots + 1) is at most this; null = all
+
+
+@dataclass
+class Config:
+    mode: Mode = Mode.run
+    model: ModelConfig = MISSING
+    layers: LayersConfig = MISSING
+    reduction: ReductionConfig = MISSING  # a reduction's own config dataclass (featvis.reduce), merged by its YAML
+    backends: Dict[str, BackendConfig] = field(default_factory=dict)
+    image: str = MISSING  # a file, a folder or a glob
+    gt_mask: Optional[str] = None  # a file, a folder or a glob; matched to images by file stem
+    device: str = "auto"  # auto = cuda if available, else cpu
+    alpha: float = 0.5  # weight of the heat map over the image
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    max_images: Optional[int] = None  # at most this many images (null: all)
+    sample: SampleMode = SampleMode.first  # which images when max_images is set
+    seed: int = 0
+    data_root: Optional[str] = None  # image=dataset:<split>: where the config's dataset lives
+    # multirun: jobs that differ only in what they draw of a model (layers, scales, backends)
+    # run it once per image and share the recorded maps (featvis.sweep.plan); false: each job runs it
+    share_forward: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    listing: ListingConfig = field(default_factory=ListingConfig)
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore.
+
+    conf/config.yaml starts from `schema`, which types every key of a job; model options
+    (the group teams add to most) also extend `base_model`, as in Hydra's schema tutorial.
+    """
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    reductions.store_configs(cs)  # reduction/base_<name>: each reduction's own options
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Check what the types cannot, resolve every interpolation, and return the typed `Config`.
+
+    The one conversion from Hydra's DictConfig: everything below the CLI gets the
+    dataclasses (`OmegaConf.to_object`). Raises ConfigError with one line naming the key
+    and the fix.
+    """
+    _reject_unknown_keys(cfg, Config, "")
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_interpolation_hint(cfg, err)) from err
+
+    if not cfg.listing.filter:
+        raise ConfigError("listing.filter is empty: use a glob such as listing.filter='decode_head.*' "
+                          "(default '*': every module)")
+    if cfg.listing.max_depth is not None and cfg.listing.max_depth < 1:
+        raise ConfigError(f"listing.max_depth={cfg.listing.max_depth} must be at least 1 (or null for all)")
+    if not cfg.layers.names:
+        raise ConfigError("layers.names is empty: pick a preset (layers=decoder) or list names, "
+                          "e.g. layers.names=[decode_head.conv_seg]")
+    reductions.check(cfg.reduction)  # a known name, its own config type, its option values
+    if not 0.0 <= cfg.alpha <= 1.0:
+        raise ConfigError(f"alpha={cfg.alpha} must be between 0 and 1")
+    if not _DEVICE.match(cfg.device):
+        raise ConfigError(f"device={cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N")
+    if cfg.wandb.init_timeout <= 0:
+        raise ConfigError(f"wandb.init_timeout={cfg.wandb.init_timeout} must be positive")
+    if not cfg.backends:
+        raise ConfigError("no backend selected: pass e.g. backends=[local] or backends=[local,wandb]")
+    known = known_backend_types()
+    for key, backend in cfg.backends.items():
+        if backend.type not in known:
+            raise ConfigError(f"backends.{key}.type={backend.type!r} is not in MMEngine's VISBACKENDS "
+                              f"registry: use one of {sorted(known)}")
+    norm = cfg.normalize
+    if (len(norm.range) != 2 or not all(abs(v) < float("inf") for v in norm.range)
+            or not norm.range[0] < norm.range[1]):
+        raise ConfigError(f"normalize.range={list(norm.range)} must be [low, high], finite, with low < high")
+    if len(norm.percentiles) != 2 or not 0.0 <= norm.percentiles[0] < norm.percentiles[1] <= 100.0:
+        raise ConfigError(f"normalize.percentiles={list(norm.percentiles)} must be [low, high] "
+                          "with 0 <= low < high <= 100")
+    return typed(cfg)
+
+
+def typed(cfg: Any) -> Config:
+    """`cfg` as the `Config` dataclass: a composed DictConfig is converted, a Config is returned as is."""
+    if isinstance(cfg, Config):
+        return cfg
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"the config cannot be read: {str(err).splitlines()[0]}") from err
+
+
+def plain(config: Config) -> Dict[str, Any]:
+    """The config as plain YAML-able data (choices as their strings): for W&B and config.yaml files."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
+
+
+def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
+    """Keys added with `+key=...` bypass the schema while composing: reject them here."""
+    hints = typing.get_type_hints(schema)
+    for key in node.keys():
+        if key not in hints:
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}: check its spelling "
+                              "(`python run.py --cfg job` prints every key)")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            merged = OmegaConf.get_type(node, key)  # a subclass of the hint: reduction is TopkConfig, ...
+            schema_of = merged if isinstance(merged, type) and issubclass(merged, hint) else hint
+            _reject_unknown_keys(node[key], schema_of, f"{prefix}{key}.")
+        elif typing.get_origin(hint) is dict and dataclasses.is_dataclass(typing.get_args(hint)[1]):
+            for name, value in node[key].items():
+                _reject_unknown_keys(value, typing.get_args(hint)[1], f"{prefix}{key}.{name}.")
+
+
+def _interpolation_hint(cfg: DictConfig, err: OmegaConfBaseException) -> str:
+    """Explain the usual interpolation failure: a layers preset the model lacks."""
+    text = str(err).splitlines()[0]
+    match = re.search(r"layer_presets\.(\w+)", text)
+    if match:
+        presets = sorted(OmegaConf.to_container(cfg.model.layer_presets, resolve=False))
+        return (f"model {cfg.model.name!r} has no {match.group(1)!r} layer preset: "
+                f"use one of {presets} (layers=...), or list names with layers.names=[...]")
+    return f"the config cannot be resolved: {text}"

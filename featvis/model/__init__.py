@@ -1,0 +1,7 @@
+"""mmseg config + checkpoint -> an eval-mode model.
+
+    checkpoints  model.checkpoint (a path, a URL or null) -> a local file
+    safe_load    reading a checkpoint without running code from it (weights_only)
+    load         building the model with mmseg's init_model; classes and palette
+    cache        models kept for the next job of the process
+"""

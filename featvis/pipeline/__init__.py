@@ -1,0 +1,7 @@
+"""One job, stage after stage: `featvis.pipeline.job.run`.
+
+    job        inputs checked, model loaded, layers selected; results renamed into place at the end
+    inference  image -> prediction and recorded maps (or a kept forward of the sweep)
+    drawer     draws and logs each image in a worker thread while the model runs the next
+    result     what the job did, for the CLI and the sweep summary
+"""

@@ -1,0 +1,94 @@
+"""Draw and log each image's pictures in a worker thread while the model runs the next image."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from featvis.backends.visualizer import FeatureVisualizer
+from featvis.config.schema import NormalizeMode
+from featvis.pipeline.result import JobResult
+from featvis.record.recorded import Recorded
+from featvis.reduce.base import Reduced
+from featvis.render.align import crop_valid
+from featvis.render.panels import DrawStyle, make_panels
+from featvis.render.scales import SharedRange
+
+log = logging.getLogger(__name__)
+
+
+class Drawer:
+    """Draws and logs each image's panels in a worker thread, while the model runs the next.
+
+    A bounded queue keeps at most `depth` images waiting, so memory stays flat; an error
+    in the worker stops the job at the next submit or when the drawer closes.
+    With normalize.mode=shared the colour range of a layer depends on every image, so
+    the (small, reduced) maps of all images are kept and drawn when the last one is in.
+    """
+
+    def __init__(self, style: DrawStyle, visualizer: FeatureVisualizer, result: JobResult, depth: int = 2) -> None:
+        self.style, self.visualizer, self.result = style, visualizer, result
+        self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
+        self.shared: Optional[Dict[str, SharedRange]] = (
+            {} if style.normalize.mode == NormalizeMode.shared else None)  # layer -> its range over the run
+        self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
+        self._queue: "queue.Queue[Optional[Recorded]]" = queue.Queue(maxsize=depth)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._work, name="featvis-draw", daemon=True)
+
+    def __enter__(self) -> "Drawer":
+        self._thread.start()
+        return self
+
+    def submit(self, recorded: Recorded) -> None:
+        self._raise_worker_error()
+        if self.shared is None:
+            self._queue.put(recorded)
+            return
+        self._held.append(recorded)
+        for layer, per_item in recorded.maps.items():
+            ranges = self.shared.setdefault(layer, SharedRange())
+            for m in per_item[0].maps:
+                ranges.update(crop_valid(m, recorded.sample.metainfo))
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            for recorded in self._held:
+                self._queue.put(recorded)
+        self._queue.put(None)  # the worker stops after what is queued
+        self._thread.join()
+        if exc_type is None:
+            self._raise_worker_error()
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while (recorded := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so the producer never blocks
+            try:
+                self._draw_and_log(recorded)
+            except BaseException as err:  # re-raised in the job's thread
+                self._error = err
+
+    def _draw_and_log(self, recorded: Recorded) -> None:
+        step, stem = len(self.result.images), recorded.item.sample.stem
+        panels = make_panels(self.style, recorded, self.warned, self.shared)
+        self.visualizer.add_panels(panels, step=step, image_id=stem)
+        scalars = stats_scalars(recorded.maps)
+        if scalars:  # same step as the pictures: one W&B history row per image
+            self.visualizer.add_scalars(scalars, step=step)
+        self.result.images.append(stem)
+        self.result.panels[stem] = [panel.name for panel in panels]
+        log.info("[%d] %s: %d pictures", step + 1, stem, len(panels))
+
+
+def stats_scalars(maps: Dict[str, List[Reduced]]) -> Dict[str, float]:
+    """`stats/<layer>/<stat>` for every layer whose statistics were recorded (not Grad-CAM's)."""
+    return {f"stats/{layer}/{key}": value for layer, per_item in maps.items()
+            if per_item and per_item[0].stats for key, value in per_item[0].stats.items()}
+

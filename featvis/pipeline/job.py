@@ -1,0 +1,108 @@
+"""One featvis job: images -> model -> recorded layers -> pictures -> backends.
+
+The order matters for failing well: everything that can be checked (config values,
+images and masks, layers, checkpoint) is checked before any output is written, and
+outputs go to `<output_dir>/featvis.partial/`, renamed to `<output_dir>/featvis/`
+only when the job completes. A failed job never leaves results that look complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from functools import partial
+from typing import Iterable, List, Union
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import track
+
+from featvis.backends.base import RunInfo
+from featvis.backends.visualizer import FeatureVisualizer
+from featvis.config.job import JobInfo
+from featvis.config.schema import Config, plain, typed, validate
+from featvis.data import images as inputs
+from featvis.errors import SkippedImagesError
+from featvis.model import cache as model_cache
+from featvis.pipeline.drawer import Drawer
+from featvis.pipeline.inference import Inference, first_pass
+from featvis.pipeline.result import RESULTS_DIR, JobResult
+from featvis.record.layers import select_layers
+from featvis.record.recorded import Recorded
+from featvis.record.recorder import FeatureRecorder
+from featvis.reduce import registry as reductions
+from featvis.render.panels import DrawStyle
+from featvis.sweep import shared_forward
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
+    """Run one job; `cfg` is the typed Config (a composed DictConfig is validated and converted first)."""
+    cfg = typed(cfg) if isinstance(cfg, Config) else validate(cfg)
+    collected = inputs.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root)
+    samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
+    problems = list(collected.problems)  # images set aside; more may join while decoding
+    for problem in problems:
+        log.warning("skipping %s: %s", problem.path, problem.message)
+    if cfg.gt_mask and not any(s.mask_path for s in samples):
+        log.info("gt_mask=%s matched none of the images by file stem: no ground truth shown", cfg.gt_mask)
+
+    final = job.output_dir / RESULTS_DIR
+    staging = job.output_dir / (RESULTS_DIR + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier failed job in this folder
+    resolved = plain(cfg)
+    run_info = RunInfo(name=job.name, job_type=job.job_type, group=cfg.wandb.group or job.group, config=resolved)
+    visualizer = FeatureVisualizer(resolved["backends"], staging, run_info)
+
+    loaded = model_cache.load(cfg.model.config, cfg.model.checkpoint, cfg.device,
+                              trust_checkpoint=cfg.model.trust_checkpoint)
+    layers = select_layers(loaded.model, list(cfg.layers.names))
+    log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(layer.name for layer in layers))
+    reduction = reductions.build(cfg.reduction, loaded.model)  # its options and class are checked before any output
+
+    result = JobResult(output_dir=final)
+    sharing = shared_forward.for_job(cfg, job.sweep_dir, loaded, layers)  # other jobs' layers, when planned
+    extra = sharing.extra if sharing else []
+    watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
+    record = partial(FeatureRecorder, layers + extra, watch=watch, root=loaded.model,
+                     quiet=[layer.name for layer in extra])
+    inference = Inference(reduction, loaded, layers, record(reduction), sharing)
+    if reduction.needs_first_pass(reduction.config):  # pca_rgb's shared basis: fitted over every image first
+        first_pass(reduction, loaded, record, samples)
+    with visualizer, inference as infer:
+        visualizer.start()  # every input is checked by now: open W&B while the model runs
+        visualizer.add_config(resolved)
+        style = DrawStyle(cfg.alpha, cfg.normalize, reduction, loaded.dataset_meta)
+        with Drawer(style, visualizer, result) as drawer:
+            for item in _progress(inputs.iter_loaded(samples, problems), len(samples)):
+                drawer.submit(Recorded(item, *infer(item)))
+    result.forwards, result.reused = inference.forwards, inference.reused
+    if inference.reused:
+        log.info("%d of %d images drawn from an earlier job's forward pass (share_forward)",
+                 inference.reused, inference.reused + inference.forwards)
+    if not result.images:  # every image failed to decode: nothing to show
+        raise inputs.InputError(problems[0].message)
+    shutil.rmtree(final, ignore_errors=True)  # an earlier complete job in this folder: replaced
+    staging.rename(final)
+    log.info("results in %s", final)
+    for offline in sorted((final / "wandb").glob("offline-run-*")):
+        log.info("upload the offline W&B run with: wandb sync %s", offline)
+    if problems:
+        _report_skipped(problems, result)
+    return result
+
+
+def _report_skipped(problems: List[inputs.Problem], result: JobResult) -> None:
+    (result.output_dir / "skipped.txt").write_text("".join(f"{p.path}\t{p.message}\n" for p in problems))
+    first = problems[0]
+    raise SkippedImagesError(f"{len(problems)} image(s) skipped, first {first.path.name}: {first.message}; "
+                             f"the other {len(result.images)} are in {result.output_dir} "
+                             "(skipped.txt lists every skipped image)")
+
+
+def _progress(items: Iterable[inputs.Loaded], total: int) -> Iterable[inputs.Loaded]:
+    """A progress bar on an interactive terminal (stderr); the job log has a line per image anyway."""
+    console = Console(stderr=True)
+    return track(items, total=total, description="featvis", console=console, transient=True,
+                 disable=not console.is_terminal)

@@ -1,0 +1,19 @@
+"""What one job did: where its results are, which images and panels it drew, how many forward passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+RESULTS_DIR = "featvis"  # the folder a finished job leaves in its output dir; its backends' folders are inside
+
+
+@dataclass
+class JobResult:
+    output_dir: Path  # <job output>/featvis
+    images: List[str] = field(default_factory=list)  # stems, in logging order
+    panels: Dict[str, List[str]] = field(default_factory=dict)  # stem -> panel names
+    forwards: int = 0  # images the model ran on in this job
+    reused: int = 0  # images whose maps an earlier job of the sweep recorded (share_forward)
+

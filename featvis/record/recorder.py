@@ -1,0 +1,194 @@
+"""Forward hooks that record what chosen layers output, reduced on the spot.
+
+    with FeatureRecorder(selected, reduce_fn, watch=model.backbone, root=model) as recorder:
+        model(...)
+        maps = recorder.pop()     # {sub-name: [Reduced per batch item]}, in the user's order
+
+- Each output is reduced inside the hook (see reductions), so the memory kept per
+  layer is K x H x W whatever the channel count.
+- Tuple, list and dict outputs are not indexed with [0]: without a pick
+  (`name[i]`, `name:key`), every tensor element is recorded under its own sub-name.
+- The batch dimension is kept: one reduced map per batch item.
+- Transformer tokens (B, N, C) are turned into maps (see tokens); `watch` is the module
+  whose input tells the image's aspect ratio when no `hw_shape` is passed along.
+- A module called several times in one forward records every call (`name#2`, ...),
+  except that under slide inference (`root.test_cfg.mode == 'slide'`) the calls of
+  successive windows are stitched into one map of the whole image (see slide).
+- Hooks are removed on every exit path, exceptions and KeyboardInterrupt included.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from featvis.errors import LayerNotFoundError
+from featvis.record.hooks import HookSet
+from featvis.record.layers import Pick, Selected, format_pick
+from featvis.record.slide import Stitcher, Window, slide_windows
+from featvis.record.tokens import token_grid, tokens_to_map
+from featvis.reduce.base import Reduced
+
+log = logging.getLogger(__name__)
+
+ReduceFn = Callable[..., Reduced]  # (feat (C, H, W), layer=<sub-name>) -> Reduced
+
+
+class FeatureRecorder(HookSet):
+    def __init__(self, layers: Sequence[Selected], reduce_fn: ReduceFn,
+                 watch: Optional[nn.Module] = None, root: Optional[nn.Module] = None,
+                 quiet: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        self.quiet = set(quiet)  # layer names recorded for other jobs: their problems are theirs to report
+        self.reduce_fn = reduce_fn
+        self.watch = watch  # the backbone: its input is the image, or the current slide window
+        self.root = root  # the segmentor: its input is the whole image
+        self.slide = slide_windows(root) if root is not None else None
+        self._records: Dict[str, Dict[str, List[Reduced]]] = {}
+        self._stitchers: Dict[str, Dict[str, Stitcher]] = {}
+        self._calls: Dict[tuple, int] = {}
+        self._aspect: Optional[float] = None  # height / width of what `watch` last saw
+        self._input_hw: Tuple[int, int] = (0, 0)
+        self._windows: List[Window] = []  # this forward's slide windows
+        self._window = -1  # the window the model is in: one per call of `watch`
+        self.skipped: Dict[str, Dict[str, str]] = {}  # layer name -> {sub-name: why it was not recorded}
+
+    def register(self) -> None:
+        if self.slide is not None:
+            self.add(self.root.register_forward_pre_hook(self._start_forward, with_kwargs=True))
+        if self.watch is not None:
+            self.add(self.watch.register_forward_pre_hook(self._see_input))
+        for layer in self.layers:
+            self.add(layer.module.register_forward_hook(self._hook_for(layer), with_kwargs=True))
+
+    def pop(self) -> Dict[str, List[Reduced]]:
+        """Everything recorded since the last pop, by sub-name, layers in the user's order."""
+        return flatten(self.pop_layers())
+
+    def pop_layers(self) -> Dict[str, Dict[str, List[Reduced]]]:
+        """Everything recorded since the last pop: {layer name: {sub-name: [Reduced]}}, in the user's order."""
+        out: Dict[str, Dict[str, List[Reduced]]] = {}
+        for layer in self.layers:
+            subs = out.setdefault(layer.name, dict(self._records.get(layer.name, {})))
+            for name, stitcher in self._stitchers.get(layer.name, {}).items():
+                subs[name] = [self._reduce(item, name) for item in stitcher.result()]
+        self._records.clear()
+        self._stitchers.clear()
+        self._calls.clear()
+        self._windows, self._window = [], -1
+        return out
+
+    def _reduce(self, feat: torch.Tensor, name: str) -> Reduced:
+        """Reduce one (C, H, W) map and attach the activation statistics of the full map."""
+        reduced = self.reduce_fn(feat, layer=name)
+        reduced.stats = activation_stats(feat)
+        return reduced
+
+    def _start_forward(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:
+        """The segmentor is called on the whole image: lay out this forward's slide windows."""
+        x = kwargs.get("inputs", args[0] if args else None)
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            self._input_hw = (x.shape[-2], x.shape[-1])
+            self._windows, self._window = self.slide.windows(*self._input_hw), -1
+
+    def _see_input(self, module: nn.Module, args: Any) -> None:
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[-1] > 0:
+            self._aspect = x.shape[-2] / x.shape[-1]
+            self._window += 1  # under slide inference the backbone runs once per window
+
+    def _current_window(self) -> Optional[Window]:
+        return self._windows[self._window] if 0 <= self._window < len(self._windows) else None
+
+    def _hook_for(self, layer: Selected) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, kwargs: Dict[str, Any], output: Any) -> None:
+            key = (layer.name, self._window if self._current_window() else None)
+            call = self._calls.get(key, 0) + 1
+            self._calls[key] = call
+            name = layer.name if call == 1 else f"{layer.name}#{call}"
+            picked = pick_output(output, layer.pick, layer.module_name)
+            hints = [*args, *kwargs.values(), *(output if isinstance(output, (tuple, list)) else ())]
+            self._record(layer.name, name, picked, hints)
+        return hook
+
+    def _record(self, layer: str, name: str, output: Any, hints: List[Any]) -> None:
+        if isinstance(output, torch.Tensor):
+            if output.dim() == 3:  # (B, N, C) tokens
+                grid = token_grid(output.shape[1], hints, self._aspect)
+                if grid is None:
+                    self._skip(layer, name, f"cannot tell the (H, W) grid of its {output.shape[1]} tokens "
+                                     f"(output {tuple(output.shape)}): no hw_shape is passed along and no "
+                                     "factorisation matches the image's aspect ratio")
+                    return
+                output = tokens_to_map(output, grid)
+            window = self._current_window()
+            if output.dim() == 4 and window is not None:  # a slide window: stitch, reduce in pop()
+                stitchers = self._stitchers.setdefault(layer, {})
+                stitchers.setdefault(name, Stitcher(self._input_hw)).add(output.detach(), window)
+            elif output.dim() == 4:  # (B, C, H, W): one map per batch item
+                self._records.setdefault(layer, {})[name] = [self._reduce(item, name) for item in output]
+            else:
+                self._skip(layer, name, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
+                                 "or (B, N, C) tokens")
+        elif isinstance(output, (tuple, list)):
+            for i, item in enumerate(output):
+                self._record(layer, f"{name}[{i}]", item, hints)
+        elif isinstance(output, dict):
+            for key, item in output.items():
+                self._record(layer, f"{name}:{key}", item, hints)
+        else:
+            self._skip(layer, name, f"output of type {type(output).__name__} holds no tensor")
+
+    def _skip(self, layer: str, name: str, why: str) -> None:
+        subs = self.skipped.setdefault(layer, {})
+        if name not in subs:
+            subs[name] = why
+            if layer not in self.quiet:
+                log.warning("layer %s is not drawn: %s", name, why)
+
+
+def flatten(by_layer: Dict[str, Dict[str, List[Reduced]]], names: Optional[Sequence[str]] = None
+            ) -> Dict[str, List[Reduced]]:
+    """{layer: {sub-name: maps}} -> {sub-name: maps}, for `names` (default: every layer) in that order."""
+    out: Dict[str, List[Reduced]] = {}
+    for name in (by_layer if names is None else names):
+        out.update(by_layer.get(name, {}))
+    return out
+
+
+def activation_stats(feat: torch.Tensor) -> Dict[str, float]:
+    """mean, std (population), fraction of exact zeros and max of a whole (C, H, W) map, as floats.
+
+    Computed in float32 on the map's device with one transfer to the CPU; NaN/Inf propagate.
+    Every layer of a sweep's union pays this, so it avoids full-size temporaries: the zeros
+    are counted on a bool view (4x less memory traffic than comparing floats), the variance
+    is torch's two-pass one (accurate when the mean is large against the spread).
+    """
+    x = feat.detach().float()
+    if x.numel() == 0:
+        return {"mean": float("nan"), "std": float("nan"), "zero_fraction": float("nan"), "max": float("nan")}
+    nonzero = x.bool().count_nonzero()  # NaN counts as nonzero, as `x == 0` is False for it
+    values = torch.stack([x.mean(), x.var(correction=0).sqrt(), 1 - nonzero / x.numel(), x.amax()]).tolist()
+    return dict(zip(("mean", "std", "zero_fraction", "max"), values))
+
+
+def pick_output(output: Any, pick: Pick, module_name: str) -> Any:
+    """Follow `pick` ([i] and :key steps) into a module's output."""
+    for depth, step in enumerate(pick):
+        where = module_name + format_pick(pick[:depth])
+        if isinstance(step, int):
+            if not isinstance(output, (tuple, list)) or step >= len(output):
+                what = f"a {type(output).__name__} of {len(output)}" if isinstance(output, (tuple, list)) \
+                    else f"a {type(output).__name__}"
+                raise LayerNotFoundError(f"layer {where}[{step}]: the output of {where} is {what}; "
+                                         "pick an existing element")
+        elif not isinstance(output, dict) or step not in output:
+            keys = ", ".join(map(str, output)) if isinstance(output, dict) else f"a {type(output).__name__}"
+            raise LayerNotFoundError(f"layer {where}:{step}: the output of {where} has no key {step!r} "
+                                     f"(it holds {keys})")
+        output = output[step]
+    return output

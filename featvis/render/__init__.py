@@ -1,0 +1,11 @@
+"""Reduced maps and label masks -> `Panel`s: RGB pictures of the original image's size.
+
+    align      padding cropped, resized to the image
+    scales     colour ranges (normalize.mode) and which colormap
+    colormaps  JET (OpenCV's) and a blue-white-red diverging map (matplotlib's RdBu)
+    heatmap    maps -> heat maps over the image (`Overlay`)
+    labels     label maps -> the dataset palette over the image
+    draw       scale bars, grids of tiles, labels
+    panel      the `Panel` record
+    panels     one image's panels: input, ground truth, prediction, every layer
+"""

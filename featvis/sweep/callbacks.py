@@ -1,0 +1,86 @@
+"""featvis's Hydra callbacks for multirun sweeps (conf/config.yaml, `hydra.callbacks`).
+
+- `SweepPlan`: when a sweep starts, write its plan (featvis.sweep.plan), so jobs that
+  run the same model share forward passes;
+- `SweepSummary`: after every job, rewrite the sweep's summary (featvis.sweep.summary),
+  so it is complete when the last job ends even when some failed (Hydra skips
+  `on_multirun_end` then); once every job has its result file, with the W&B summary run.
+
+Neither ever fails a sweep: a problem is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from featvis.sweep.plan import expected_jobs, write_plan
+from featvis.sweep.results import load_results
+from featvis.sweep.summary import INDEX_FILE, summarize
+
+log = logging.getLogger(__name__)
+
+
+class SweepPlan(Callback):
+    """Write the sweep's plan when a multirun starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            path = write_plan(Path(config.hydra.sweep.dir), config)
+        except Exception as err:  # the plan saves time; it must never stop a sweep
+            log.warning("featvis: no sweep plan, each job runs its own forward passes: %s", err)
+            return
+        if path is not None:
+            log.info("featvis sweep plan: %s", path)
+
+
+class SweepSummary(Callback):
+    """Keep `<sweep dir>/summary/` up to date after every multirun job."""
+
+    def __init__(self) -> None:
+        self._complete: Optional[Path] = None  # a sweep whose final summary this process wrote
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        sweep_dir = self._sweep_dir()
+        if sweep_dir is None:
+            return  # a single run: nothing to summarize
+        last = self._all_done(sweep_dir)
+        if self._summarize(sweep_dir, last=last) and last:
+            self._complete = sweep_dir  # the basic launcher: on_multirun_end has nothing left to do
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        try:
+            sweep_dir = Path(config.hydra.sweep.dir)
+            if sweep_dir != self._complete:  # parallel launchers end their jobs in other processes
+                self._summarize(sweep_dir, last=True)
+        except Exception as err:
+            log.warning("featvis sweep summary failed: %s", err)
+
+    @staticmethod
+    def _sweep_dir() -> Optional[Path]:
+        try:
+            hc = HydraConfig.get()
+            return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+        except Exception:  # no Hydra runtime config: not a Hydra job
+            return None
+
+    @staticmethod
+    def _all_done(sweep_dir: Path) -> bool:
+        total = expected_jobs(sweep_dir)
+        return total is not None and len(load_results(sweep_dir)) >= total
+
+    @staticmethod
+    def _summarize(sweep_dir: Path, last: bool) -> bool:
+        try:
+            out = summarize(sweep_dir, wandb_run=last)
+            log.info("sweep summary: %s", out / INDEX_FILE)
+            return True
+        except Exception as err:  # a summary must never fail a job
+            log.warning("featvis sweep summary failed: %s", err)
+            return False

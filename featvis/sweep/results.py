@@ -1,0 +1,240 @@
+"""The per-job result record of a sweep: `JobRecord`, written to `<job dir>/featvis_result.json` and read back.
+
+Every multirun job, ok or failed, writes one (featvis.cli, through `write_job_result`):
+its overrides, name, status, error line, the images and panels it drew, and where each
+panel's picture file is (`panel_files`, relative to the job dir, as the local backend
+lays them out: featvis.backends.local.panel_file). A job that ran without
+`backends=[local]` has `panel_files: null`: it has no pictures a summary could show.
+The summary (featvis.sweep.summary) reads the records back with `load_results`, and
+reads pictures only through `JobRecord.picture`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from mmengine.registry import VISBACKENDS
+
+from featvis.backends.local import FeatvisLocalVisBackend, panel_file
+from featvis.errors import SkippedImagesError
+from featvis.io import write_atomic
+from featvis.pipeline.result import RESULTS_DIR, JobResult
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "featvis_result.json"
+SUMMARY = "summary"  # the summary's folder in the sweep dir: no job's
+NO_PICTURES = "no pictures: the job ran without backends=[local]"
+
+PanelFiles = Dict[str, Dict[str, str]]  # image stem -> panel name -> picture file, relative to the job dir
+T = TypeVar("T")
+
+
+@dataclass
+class WandbSettings:
+    """The job's W&B settings (the top-level `wandb` config key), for the sweep's summary run."""
+
+    project: Optional[str] = "featvis"
+    entity: Optional[str] = None
+    mode: Optional[str] = "auto"
+    group: Optional[str] = None
+    init_timeout: float = 30.0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"project": self.project, "entity": self.entity, "mode": self.mode, "group": self.group,
+                "init_timeout": self.init_timeout}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "WandbSettings":
+        return cls(project=data.get("project"), entity=data.get("entity"), mode=data.get("mode"),
+                   group=data.get("group"), init_timeout=float(data.get("init_timeout") or 30.0))
+
+
+@dataclass
+class JobRecord:
+    """One job of a sweep, as its result file tells it; `dir` is the job's folder (where that file is)."""
+
+    dir: Path
+    name: str
+    status: str  # ok | failed | skipped-images
+    num: Optional[int] = None  # Hydra's job number
+    overrides: List[str] = field(default_factory=list)
+    job_type: str = "default"
+    error: Optional[str] = None  # the one-line error of a failed job
+    exit_code: int = 0
+    images: List[str] = field(default_factory=list)  # stems, in drawing order
+    panels: Dict[str, List[str]] = field(default_factory=dict)  # stem -> panel names
+    panel_files: Optional[PanelFiles] = None  # None: the job ran without the local backend
+    forwards: Optional[int] = None  # images the model ran on in this job
+    reused: Optional[int] = None  # images taken from an earlier job's forward (share_forward)
+    model: Optional[str] = None
+    checkpoint: Optional[str] = None  # the checkpoint's file name
+    layers: Optional[str] = None  # the layer preset
+    reduction: Optional[str] = None
+    backends: List[str] = field(default_factory=list)
+    wandb: Optional[WandbSettings] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        """The result file's keys (`job_dir` is the folder the job wrote it in)."""
+        return {
+            "job_dir": str(self.dir), "num": self.num, "overrides": list(self.overrides), "name": self.name,
+            "job_type": self.job_type, "status": self.status, "error": self.error, "exit_code": self.exit_code,
+            "images": list(self.images), "panels": {k: list(v) for k, v in self.panels.items()},
+            "panel_files": self.panel_files, "forwards": self.forwards, "reused": self.reused,
+            "model": self.model, "checkpoint": self.checkpoint, "layers": self.layers,
+            "reduction": self.reduction, "backends": list(self.backends),
+            "wandb": None if self.wandb is None else self.wandb.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any], job_dir: Path) -> "JobRecord":
+        """The record of a result file found in `job_dir` (the sweep may have moved since it was written)."""
+        backends = list(data.get("backends") or [])
+        panels = {k: list(v) for k, v in (data.get("panels") or {}).items()}
+        if "panel_files" in data:
+            files = data["panel_files"]
+        elif "local" in backends:  # written before featvis named the files: the local backend's default folder
+            root = FeatvisLocalVisBackend.save_dir_for(Path(job_dir) / RESULTS_DIR, "local")
+            files = _panel_files(root, Path(job_dir), panels)
+        else:
+            files = None
+        wandb = data.get("wandb")
+        return cls(
+            dir=Path(job_dir), name=str(data["name"]), status=str(data["status"]), num=data.get("num"),
+            overrides=list(data.get("overrides") or []), job_type=data.get("job_type") or "default",
+            error=data.get("error"), exit_code=int(data.get("exit_code") or 0),
+            images=list(data.get("images") or []), panels=panels, panel_files=files,
+            forwards=data.get("forwards"), reused=data.get("reused"), model=data.get("model"),
+            checkpoint=data.get("checkpoint"), layers=data.get("layers"), reduction=data.get("reduction"),
+            backends=backends, wandb=WandbSettings.from_json(wandb) if isinstance(wandb, dict) else None,
+        )
+
+    @property
+    def has_pictures(self) -> bool:
+        """Whether the job's pictures were written where a summary can read them (backends=[local])."""
+        return self.panel_files is not None
+
+    def row_panels(self, stem: str) -> List[str]:
+        """The job's panels for one image, in contact-sheet order: input, prediction, then its feature maps."""
+        panels = self.panels.get(stem, [])
+        first = [p for p in ("input", "prediction") if p in panels]
+        return first + [p for p in panels if p.startswith("featmap/")]
+
+    def picture(self, stem: str, panel: str) -> Optional[Path]:
+        """The picture file of one panel of one image, as the result file names it; None: not written."""
+        name = (self.panel_files or {}).get(stem, {}).get(panel)
+        return None if name is None else self.dir / name
+
+
+def write_job_result(cfg: Any, info: Any, result: Optional[JobResult], error: Optional[BaseException],
+                     error_line: Optional[str]) -> Path:
+    """Write `<job dir>/featvis_result.json` atomically, for the job that ends now (ok or failed)."""
+    record = job_record(cfg, info, result, error, error_line)
+    return write_atomic(record.dir / RESULT_FILE, json.dumps(record.to_json(), indent=2))
+
+
+def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional[BaseException],
+               error_line: Optional[str]) -> JobRecord:
+    """The record of a job from its config, its featvis.config.job.JobInfo, and what it returned or raised."""
+    if error is None:
+        status = "ok"
+    elif isinstance(error, SkippedImagesError):
+        status = "skipped-images"
+    else:
+        status = "failed"
+    out = Path(info.output_dir)
+    local = _safe(lambda: local_root(cfg, out))
+    if result is not None:
+        images, panels = list(result.images), {k: list(v) for k, v in result.panels.items()}
+    else:  # failed, or finished with images skipped: what the local backend left, if anything
+        images, panels = _scan_panels(local) if local is not None else ([], {})
+    wandb = _safe(lambda: WandbSettings(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode,
+                                        group=cfg.wandb.group or info.group,
+                                        init_timeout=float(cfg.wandb.init_timeout)))
+    return JobRecord(
+        dir=out, num=_safe(lambda: int(HydraConfig.get().job.num)), overrides=list(info.overrides),
+        name=info.name, job_type=info.job_type, status=status, error=error_line,
+        exit_code=0 if error is None else getattr(error, "exit_code", 1), images=images, panels=panels,
+        panel_files=None if local is None else _panel_files(local, out, panels),
+        forwards=getattr(result, "forwards", None), reused=getattr(result, "reused", None),
+        model=info.choices.get("model"), checkpoint=_safe(lambda: _basename(cfg.model.checkpoint)),
+        layers=info.choices.get("layers"),
+        reduction=_safe(lambda: str(cfg.reduction.name)) or info.choices.get("reduction"),
+        backends=_safe(lambda: sorted(cfg.backends.keys())) or [], wandb=wandb,
+    )
+
+
+def local_root(cfg: Any, job_dir: Path) -> Optional[Path]:
+    """The folder the job's local backend (FeatvisLocalVisBackend) wrote its pictures to; None without one.
+
+    Its `kwargs.save_dir` if set, else the backend's own folder in the job's results
+    (`save_dir_for`, as featvis.backends.visualizer builds it).
+    """
+    for key, spec in (cfg.backends or {}).items():
+        cls = VISBACKENDS.get(spec.get("type"))
+        if isinstance(cls, type) and issubclass(cls, FeatvisLocalVisBackend):
+            save_dir = (spec.get("kwargs") or {}).get("save_dir")
+            return Path(save_dir) if save_dir else cls.save_dir_for(Path(job_dir) / RESULTS_DIR, str(key))
+    return None
+
+
+def _panel_files(root: Path, job_dir: Path, panels: Dict[str, List[str]]) -> PanelFiles:
+    files: PanelFiles = {}
+    for stem, names in panels.items():
+        files[stem] = {}
+        for panel in names:
+            path = panel_file(root, stem, panel)
+            try:
+                files[stem][panel] = str(path.relative_to(job_dir))
+            except ValueError:  # a save_dir outside the job's folder
+                files[stem][panel] = str(path)
+    return files
+
+
+def _scan_panels(local: Path) -> Tuple[List[str], Dict[str, List[str]]]:
+    """(stems, {stem: panel names}) of the pictures a local backend folder holds."""
+    images: List[str] = []
+    panels: Dict[str, List[str]] = {}
+    if local.is_dir():
+        for folder in sorted(p for p in local.iterdir() if p.is_dir()):
+            names = sorted(str(p.relative_to(folder))[:-4] for p in folder.rglob("*.png"))
+            if names:
+                images.append(folder.name)
+                panels[folder.name] = names
+    return images, panels
+
+
+def _safe(fn: Callable[[], T]) -> Optional[T]:
+    """fn(), or None when it fails: a result file is written even for a job whose config is broken."""
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def _basename(value: Any) -> Optional[str]:
+    return None if value is None else os.path.basename(str(value).rstrip("/")) or str(value)
+
+
+def load_results(sweep_dir: Path) -> List[JobRecord]:
+    """Every job's record under the sweep dir, in job order."""
+    sweep_dir = Path(sweep_dir)
+    records = []
+    for path in sweep_dir.glob(f"**/{RESULT_FILE}"):
+        if SUMMARY in path.relative_to(sweep_dir).parts[:1]:
+            continue
+        try:
+            records.append(JobRecord.from_json(json.loads(path.read_text()), path.parent))
+        except (OSError, ValueError, KeyError, TypeError) as err:  # being written by a job that has not finished
+            log.debug("%s not read: %s", path, err)
+
+    def order(r: JobRecord) -> tuple:
+        return (0, r.num, "") if isinstance(r.num, int) else (1, 0, str(r.dir))
+
+    return sorted(records, key=order)

@@ -1,0 +1,57 @@
+"""The three private APIs featvis uses, pinned: if a library moves or changes one, this fails first.
+
+- MMEngine's `_load_checkpoint_to_model` (featvis.model.load): featvis reads the checkpoint
+  itself (weights_only) and hands the dict over, for MMEngine's key revision and reporting.
+- mmseg's `_preprare_data` (sic; featvis.record.gradcam): the exact preparation
+  `inference_model` does, for Grad-CAM's forward pass with gradients.
+- Hydra's `BasicSweeper.split_arguments` and the basic launcher's path (featvis.sweep.plan):
+  how the basic sweeper expands a sweep into jobs, to plan shared forward passes.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from featvis.model.load import load_model
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    return load_model("featvis::configs/demo_pspnet.py", "featvis::checkpoints/demo_pspnet.pth", "cpu").model
+
+
+def test_mmengine_load_checkpoint_to_model_loads_a_state_dict_with_key_revision():
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+    params = inspect.signature(_load_checkpoint_to_model).parameters
+    assert list(params)[:2] == ["model", "checkpoint"] and {"strict", "revise_keys"} <= set(params)
+    model = nn.Conv2d(1, 2, 1)
+    state = {"state_dict": {f"module.{k}": torch.full_like(v, 3.0) for k, v in model.state_dict().items()}}
+    _load_checkpoint_to_model(model, state, strict=False, revise_keys=[(r"^module\.", "")])
+    assert torch.equal(model.weight, torch.full_like(model.weight, 3.0))
+
+
+def test_mmseg_preprare_data_prepares_an_image_as_inference_model_does(demo_model):
+    from mmseg.apis.inference import _preprare_data
+
+    image = np.zeros((32, 48, 3), np.uint8)
+    data, is_batch = _preprare_data(image, demo_model)
+    assert not is_batch and len(data["inputs"]) == 1 and len(data["data_samples"]) == 1
+    assert data["inputs"][0].shape[0] == 3
+
+
+def test_hydra_basic_sweeper_and_launcher_are_where_featvis_looks():
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from featvis.sweep import plan
+
+    assert f"{BasicSweeper.__module__}.{BasicSweeper.__name__}" == plan.BASIC_SWEEPER
+    assert f"{BasicLauncher.__module__}.{BasicLauncher.__name__}" == plan.BASIC_LAUNCHER
+    parsed = OverridesParser.create().parse_overrides(["a=1,2", "b=x,y"])
+    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    assert jobs == [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=2", "b=y"]]
