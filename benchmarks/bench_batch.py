@@ -81,8 +81,8 @@ def others_cpu_now() -> float:
 
 
 class Marks(logging.Handler):
-    """perf_counter() of featvis.pipeline.job's log lines: `model ... on cpu` (model built,
-    layers selected) and `[i] stem: N pictures` (image i drawn and logged), to split (b)'s
+    """perf_counter() of featvis.pipeline's log lines: `model ... on cpu` (job.py: model built,
+    layers selected) and `[i] stem: N pictures` (drawer.py: image i drawn and logged), to split (b)'s
     wall time per image without touching featvis's code."""
 
     def __init__(self) -> None:
@@ -120,7 +120,7 @@ def run_featvis(cfg, out: Path) -> dict:
     from featvis.pipeline.job import run
 
     marks = Marks()
-    logger = logging.getLogger("featvis.pipeline.job")
+    logger = logging.getLogger("featvis.pipeline")  # the job's and the drawer's lines
     old_level = logger.level
     logger.setLevel(logging.INFO)  # INFO reaches our handler only: the root logger has none
     logger.addHandler(marks)
