@@ -172,7 +172,7 @@ def log_time(run_log: Path, pattern: str) -> Optional[float]:
     if not run_log.is_file():
         return None
     for line in run_log.read_text(errors="replace").splitlines():
-        m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[featvis\.pipeline\]\[INFO\] - " + pattern, line)
+        m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[featvis\.pipeline\.job\]\[INFO\] - " + pattern, line)
         if m:
             return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
     return None
