@@ -12,6 +12,7 @@ One package per stage of a job, in the order the data flows:
     sweep/     multirun sweeps: shared forward passes, per-job results, contact sheets, summaries
 
     pipeline/  one job, stage after stage; cli.py: the Hydra entry point with one-line errors
+    signals.py: SIGTERM and SIGHUP handled like Ctrl-C; stderr.py: C libraries' stderr into the log
 """
 
 __version__ = "0.1.0"

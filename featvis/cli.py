@@ -3,6 +3,12 @@
 Hydra is told to let exceptions through (HYDRA_FULL_ERROR=1) so that this module
 prints them: `featvis: error: <what is wrong and how to fix it>` on stderr, exit code
 1, no traceback. Set FEATVIS_DEBUG=1 to get the traceback instead.
+
+Exit codes: 0 done; 1 failed (in a sweep: any job failed); 3 done with images skipped
+(in a sweep: jobs only skipped images); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (partial
+results stay in `featvis.partial/`). A sweep prints one line per job that did not end
+ok (featvis.sweep.outcome). Library chatter (warnings, W&B, libpng) goes to the job's
+log, never to stderr.
 """
 
 from __future__ import annotations
@@ -17,9 +23,14 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from featvis.config import data_only
 from featvis.config.job import from_hydra
 from featvis.config.schema import Mode, register_configs, validate
 from featvis.errors import FeatvisError
+from featvis.pipeline import output_folder
+from featvis.pipeline.result import RESULTS_DIR
+from featvis.signals import describe, exit_code, handle_termination
+from featvis.sweep import outcome
 
 log = logging.getLogger("featvis")
 
@@ -45,11 +56,14 @@ def job(cfg: DictConfig) -> None:
 
     A listing writes no featvis results and opens no backends (no W&B run). A failed
     single run prints its one line and exits 1 here, before Hydra adds a line of its own;
-    a failed multirun job re-raises, so the launcher still runs the others.
+    a failed multirun job returns after writing its result file, so the launcher runs the
+    others and Hydra prints nothing: the sweep's process reports it at the end (main).
     """
     logging.captureWarnings(True)  # library warnings go to the job's log, not to stderr
     quiet_library_warnings()
     info = from_hydra()
+    if info.sweep_dir is not None:
+        outcome.started(info.sweep_dir)  # when OutputLock is not among the callbacks
     result, error = None, None
     try:
         config = validate(cfg)  # the one conversion: typed dataclasses from here on
@@ -60,7 +74,9 @@ def job(cfg: DictConfig) -> None:
         else:
             from featvis.pipeline import job as pipeline  # noqa: PLC0415 - lazy: imports mmseg (~6 s)
 
-            result = pipeline.run(config, info)
+            key = output_folder.RUN_KEY if info.sweep_dir is None else output_folder.SWEEP_KEY
+            with output_folder.hold(info.output_dir, key):  # already held by OutputLock in a single run
+                result = pipeline.run(config, info)
     except BaseException as err:
         error = err
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: nothing to report here
@@ -68,8 +84,10 @@ def job(cfg: DictConfig) -> None:
         # kept in the job's own log file; with FEATVIS_DEBUG the traceback too, as remote
         # launchers (Ray, submitit) lose it on the way back to the sweep's process
         log.error("featvis: error: %s", one_line(err), exc_info=debug())
-        if debug() or info.sweep_dir is not None:
+        if debug():
             raise
+        if info.sweep_dir is not None:
+            return  # the result file (below) says it failed; main reports it when the sweep ends
         print(f"featvis: error: {one_line(err)}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 1))
     finally:
@@ -90,24 +108,54 @@ def _write_result(cfg: DictConfig, info, result, error) -> None:
 def main(app: Callable[[], None]) -> None:
     """Run the Hydra app; turn any failure into one line on stderr and exit code 1."""
     register_configs()
+    data_only.install()  # every composed config: no key may name code for Hydra to run (presets are data)
     if not debug():
         os.environ["HYDRA_FULL_ERROR"] = "1"
+    handle_termination()  # SIGTERM, SIGHUP: like Ctrl-C
+    logging.captureWarnings(True)  # Hydra's callback warnings too: to the log, not to stderr
+    logging.raiseExceptions = False  # a full disk must not print a logging traceback per log line
     try:
         app()
-    except KeyboardInterrupt:
-        print("featvis: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        _say(f"featvis: {describe(interrupt)}: {_partial()}")
+        sys.exit(exit_code(interrupt))
+    except output_folder.Abort as abort:  # a busy or unwritable folder, found by a callback before the run
+        _say(f"featvis: error: {one_line(abort.error)}")
+        sys.exit(1)
     except Exception as err:
         if debug():
             raise
-        print(f"featvis: error: {one_line(err)}", file=sys.stderr)
+        _say(f"featvis: error: {one_line(err)}")
         sys.exit(getattr(err, "exit_code", 1))
+    code = outcome.report(sys.stderr)  # a sweep: one line per job that did not end ok
+    if code:
+        sys.exit(code)
+
+
+def _say(line: str) -> None:
+    """One line on stderr; a closed terminal (SIGHUP) is not a second error."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _partial() -> str:
+    """Where an interrupted job left its results."""
+    folder = output_folder.last()
+    partial = folder / (RESULTS_DIR + ".partial") if folder is not None else None
+    return f"partial results in {partial}" if partial is not None and partial.is_dir() else "no results written"
 
 
 def one_line(err: BaseException) -> str:
     """A user-facing one-line description of `err` (featvis, Hydra and OmegaConf errors)."""
     if isinstance(err, FeatvisError):
         return _flat(str(err))
+    if isinstance(err, KeyboardInterrupt):  # a multirun job's result file
+        return describe(err)
+    disk = output_folder.write_error_line(err)  # read-only, full: the folder and what to do
+    if disk:
+        return disk
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(cause, "full_key", "") or ""

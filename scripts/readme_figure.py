@@ -1,6 +1,10 @@
 """Make docs/demo_output.png from a finished job: one row per image, one column per panel.
 
     python run.py hydra.run.dir=outputs/readme && python scripts/readme_figure.py outputs/readme
+
+Feature maps carry their colour scale below the map, so they are taller than the input,
+ground truth and prediction: every tile is padded with white at the bottom to the tallest,
+so that the pictures of a row line up at the top.
 """
 
 import sys
@@ -9,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from featvis.render.heatmap import grid
+from featvis.render.draw import grid, pad_below
 
 
 def main(job_dir: str, out: str = "docs/demo_output.png", scale: float = 0.75) -> None:
@@ -28,6 +32,8 @@ def main(job_dir: str, out: str = "docs/demo_output.png", scale: float = 0.75) -
             tiles.append(tile)
         rows.append(tiles)
     cols = max(len(r) for r in rows)
+    height = max(t.shape[0] for r in rows for t in r)
+    rows = [[pad_below(t, height - t.shape[0]) for t in r] for r in rows]
     flat = [t for r in rows for t in r + [np.full_like(r[0], 255)] * (cols - len(r))]
     cv2.imwrite(out, grid(flat, len(rows), cols, gap=3))
     print(f"wrote {out}")

@@ -124,6 +124,8 @@ def test_unreachable_wandb_server_falls_back_to_offline_within_the_timeout(tmp_p
     proc = run_cli("wandb.mode=online", "wandb.init_timeout=3", "backends=[wandb]", f"image={DEMO_IMAGE}",
                    f"hydra.run.dir={out}", WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ""  # wandb's own lines ("Loaded credentials ...") go to the job's log
+    assert "Loaded credentials" in (out / "run.log").read_text()
     assert "logging offline instead" in proc.stdout and "wandb sync" in proc.stdout
     (run_dir,) = [d for d in wandb_runs(out) if d.name.startswith("offline-run-")]
     assert len(history(wandb_records(run_dir))) == 1

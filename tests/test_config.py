@@ -142,5 +142,6 @@ def test_no_target_in_shipped_presets_only_featvis_own_hydra_callbacks():
             assert "_target_" not in path.read_text(), path
     main = OmegaConf.load(CONF / "config.yaml")
     assert "_target_" not in OmegaConf.to_yaml({k: v for k, v in main.items() if k != "hydra"})
-    assert [c._target_ for c in main.hydra.callbacks.values()] == ["featvis.sweep.callbacks.SweepPlan",
+    assert [c._target_ for c in main.hydra.callbacks.values()] == ["featvis.sweep.callbacks.OutputLock",
+                                                               "featvis.sweep.callbacks.SweepPlan",
                                                                "featvis.sweep.callbacks.SweepSummary"]

@@ -10,7 +10,7 @@ from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS
 from featvis.pipeline import job as pipeline
 from featvis.render import panels as render_panels
-from featvis.render.draw import scale_bar_rows
+from featvis.render.draw import SCALE_BAR_GAP, scale_bar_rows
 from featvis.render.labels import overlay_labels
 from tests.conftest import compose_cfg, exit_code, history, run_record, wandb_records, wandb_runs
 
@@ -73,10 +73,10 @@ def test_feature_maps_are_overlays_of_the_image(default_job):
     stem = DEMO_STEMS[0]
     image = _rgb(out / "featvis" / "local" / stem / "input.png").astype(int)
     fmap = _rgb(out / "featvis" / "local" / stem / "featmap" / "decode_head.conv_seg.png").astype(int)
-    assert fmap.shape == image.shape
-    bar = scale_bar_rows(*image.shape[:2])  # the colour scale drawn over the bottom rows
-    assert np.abs(fmap[-bar:] - image[-bar:]).mean() > 10
-    fmap, image = fmap[:-bar], image[:-bar]
+    h, w = image.shape[:2]
+    assert fmap.shape == (h + scale_bar_rows(h, w), w, 3)  # the colour scale added below the map
+    assert (fmap[h:h + SCALE_BAR_GAP] == 255).all() and (fmap[h + SCALE_BAR_GAP:] != 255).any()
+    fmap = fmap[:h]  # every row of the map, the bottom ones too: an overlay of the image
     heat = 2 * fmap - image  # alpha 0.5: what was blended over the image
     assert heat.min() >= -2 and heat.max() <= 257  # a real colour map, not a copy of the image
     assert np.abs(fmap - image).mean() > 10
@@ -122,7 +122,9 @@ def test_topk_draws_a_grid(tmp_path):
                              "image=featvis::demo/images/scene_000.png"), JobInfo(output_dir=tmp_path))
     picture = cv2.imread(str(tmp_path / "featvis" / "local" / "scene_000" / "featmap" / "decode_head.bottleneck.png"))
     h, w = cv2.imread(str(ASSETS / "demo" / "images" / "scene_000.png")).shape[:2]
-    assert picture.shape[:2] == (2 * h + 4, 2 * w + 4)
+    tile_h = h + scale_bar_rows(h, w)  # each tile has its own colour scale below it
+    assert picture.shape[:2] == (2 * tile_h + 4, 2 * w + 4)
+    assert (picture[h:h + SCALE_BAR_GAP] == 255).all() and (picture[tile_h + 4 + h:][:SCALE_BAR_GAP] == 255).all()
 
 
 def test_two_jobs_in_one_process_get_two_wandb_runs(tmp_path):

@@ -1,4 +1,4 @@
-"""The three private APIs featvis uses, pinned: if a library moves or changes one, this fails first.
+"""The private APIs featvis uses, pinned: if a library moves or changes one, this fails first.
 
 - MMEngine's `_load_checkpoint_to_model` (featvis.model.load): featvis reads the checkpoint
   itself (weights_only) and hands the dict over, for MMEngine's key revision and reporting.
@@ -6,6 +6,8 @@
   `inference_model` does, for Grad-CAM's forward pass with gradients.
 - Hydra's `BasicSweeper.split_arguments` and the basic launcher's path (featvis.sweep.plan):
   how the basic sweeper expands a sweep into jobs, to plan shared forward passes.
+- Hydra's `ConfigLoaderImpl.load_configuration` and `_load_single_config` (featvis.config.data_only):
+  every composed config, and each file in it, checked to name no code before Hydra uses it.
 """
 
 import inspect
@@ -55,3 +57,11 @@ def test_hydra_basic_sweeper_and_launcher_are_where_featvis_looks():
     parsed = OverridesParser.create().parse_overrides(["a=1,2", "b=x,y"])
     jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     assert jobs == [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=2", "b=y"]]
+
+
+def test_hydra_config_loader_methods_featvis_wraps():
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    load = inspect.signature(ConfigLoaderImpl.load_configuration).parameters
+    assert list(load)[:3] == ["self", "config_name", "overrides"] and "run_mode" in load
+    assert list(inspect.signature(ConfigLoaderImpl._load_single_config).parameters) == ["self", "default", "repo"]

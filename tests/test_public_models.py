@@ -6,6 +6,7 @@ import pytest
 
 from featvis.model.load import load_model
 from featvis.record.layers import select_layers
+from featvis.render.draw import scale_bar_rows
 from tests.conftest import compose_cfg, run_cli
 
 PUBLIC = ["ann", "pspnet", "deeplabv3", "segformer"]
@@ -35,5 +36,6 @@ def test_ann_decoder_end_to_end_with_random_weights(tmp_path):
     maps = sorted(p.name for p in (folder / "featmap").iterdir())
     assert maps == ["decode_head.bottleneck.png", "decode_head.context.png", "decode_head.conv_seg.png",
                     "decode_head.fusion.png"]
-    assert cv2.imread(str(folder / "featmap" / "decode_head.context.png")).shape == (64, 128, 3)
+    drawn = cv2.imread(str(folder / "featmap" / "decode_head.context.png"))
+    assert drawn.shape == (64 + scale_bar_rows(64, 128), 128, 3)  # the map, its colour scale below
     assert (folder / "prediction.png").is_file() and not (folder / "ground_truth.png").exists()

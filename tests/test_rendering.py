@@ -5,7 +5,7 @@ import torch
 
 from featvis.render.align import align, crop_valid
 from featvis.render.colormaps import DIVERGING, JET, LUTS, NEUTRAL
-from featvis.render.draw import draw_scale_bar, scale_bar_rows
+from featvis.render.draw import SCALE_BAR_GAP, draw_scale_bar, scale_bar_rows
 from featvis.render.heatmap import colorize, heatmap, normalize, overlay_maps, overlay_rgb
 from featvis.render.labels import overlay_labels
 from featvis.render.scales import Scale, ScaleRule, SharedRange, describe, is_constant, make_scale, scale_for
@@ -197,7 +197,7 @@ def test_constant_and_nan_unchanged_under_any_scale(scale):
     assert rgb[0, 0].tolist() == rgb[1, 1].tolist() == rgb[0, 1].tolist()  # NaN, Inf: the minimum
 
 
-def test_scale_bar_draws_over_the_bottom_rows_only():
+def test_scale_bar_is_drawn_below_the_map_and_every_map_row_is_intact():
     h, w = 96, 128
     image = np.full((h, w, 3), 60, np.uint8)
     maps = torch.linspace(-1.0, 3.0, 32).repeat(24, 1)[None]
@@ -206,23 +206,44 @@ def test_scale_bar_draws_over_the_bottom_rows_only():
     drawn = overlay_maps(maps, image, {}, 0.5, scale=rule, scale_bar=True)
     barred, (scale,) = drawn.picture, drawn.scales
     rows = scale_bar_rows(h, w)
-    assert barred.shape == plain.shape == (h, w, 3)
+    assert plain.shape == (h, w, 3) and barred.shape == (h + rows, w, 3)  # the picture grows by the bar
     assert 8 <= rows < h // 3
-    assert np.array_equal(barred[: h - rows], plain[: h - rows])  # the rest is unchanged
+    assert np.array_equal(barred[:h], plain)  # every row of the map, the bottom ones too, as drawn without it
+    assert (barred[h:h + SCALE_BAR_GAP] == 255).all()  # a white gap, then the strip
     bar = 8  # rows of the strip at this height
     strip = DIV_LUT[np.rint(np.linspace(0, 255, w)).astype(int)]
-    assert np.array_equal(barred[h - bar:], np.broadcast_to(strip, (bar, w, 3)))
-    text_band = barred[h - rows: h - bar]
-    assert (text_band == 255).all(axis=-1).any()  # the white numbers above the strip
+    top = h + SCALE_BAR_GAP
+    assert np.array_equal(barred[top:top + bar], np.broadcast_to(strip, (bar, w, 3)))
+    text_band = barred[top + bar:]
+    assert text_band.shape[0] > 0 and (text_band < 100).all(axis=-1).any()  # dark numbers on white, under it
+    assert (text_band[:, w // 3: w // 3 + 4] == 255).all()  # between lo and 0: nothing but white
     assert describe(scale) == "range [-3, 3] (per map), diverging"
 
 
-@pytest.mark.parametrize("hw", [(48, 64), (192, 256), (1024, 2048)])
-def test_scale_bar_stays_within_its_rows_whatever_the_numbers(hw):
-    canvas = np.zeros(hw + (3,), np.uint8)
-    draw_scale_bar(canvas, make_scale(-1234.5, 0.0000456, "diverging", "fixed"))
-    changed = np.nonzero(canvas.any(axis=(1, 2)))[0]
-    assert changed.min() >= hw[0] - scale_bar_rows(*hw)
+@pytest.mark.parametrize("hw", [(20, 30), (48, 64), (192, 256), (1024, 2048)])
+def test_scale_bar_adds_its_rows_below_and_leaves_the_picture_alone(hw):
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 256, hw + (3,), dtype=np.uint8)
+    drawn = draw_scale_bar(canvas.copy(), make_scale(-1234.5, 0.0000456, "diverging", "fixed"))
+    assert drawn.shape == (hw[0] + scale_bar_rows(*hw), hw[1], 3)
+    assert np.array_equal(drawn[: hw[0]], canvas)
+    assert (drawn[hw[0]:] != 255).any()  # something was drawn in the added rows
+
+
+def test_topk_grid_tiles_stay_aligned_when_one_is_constant():
+    h, w = 64, 96
+    image = np.full((h, w, 3), 60, np.uint8)
+    varying = torch.linspace(0.0, 1.0, 16).repeat(8, 1)
+    maps = torch.stack([varying, torch.full((8, 16), 2.0), varying * 3])
+    drawn = overlay_maps(maps, image, {}, 0.5, arrangement=(1, 3), scale=ScaleRule("per_map"), scale_bar=True)
+    rows = scale_bar_rows(h, w)
+    picture = drawn.picture
+    assert picture.shape == (h + rows, 3 * w + 2 * 4, 3) and drawn.scales[1] is None
+    constant = picture[:, w + 4: 2 * w + 4]
+    assert np.array_equal(constant[:h], image) and (constant[h:] == 255).all()  # plain image, white below
+    first = picture[:, :w]
+    alone = overlay_maps(maps[:1], image, {}, 0.5, scale=ScaleRule("per_map"), scale_bar=True).picture
+    assert np.array_equal(first, alone)  # a tile of the grid is the map drawn alone, bar included
 
 
 def test_overlay_rgb_is_rgb_order_without_padding():

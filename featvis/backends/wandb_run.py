@@ -7,6 +7,10 @@ git state: featvis logs pictures, not the process), an explicit mode (wandb read
 finished rather than returned), and `init_timeout`. An online run that cannot be opened
 within it (no network, wrong key, server down) is opened offline instead, with a warning:
 a job or a summary is never lost to W&B.
+
+wandb prints to stderr (`wandb: [wandb.login()] Loaded credentials ...`) unless its
+process-wide settings, fixed by the first `wandb.setup`, say silent: featvis sets them up
+silent before its first run and sends wandb's terminal messages to its own log instead.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def open_run(spec: RunSpec, mode: str, offline_hint: str = "the job's last log l
     """
     import wandb  # noqa: PLC0415  (about a second to import: only runs that log to W&B pay it)
 
+    _quiet(wandb)
     settings = wandb.Settings(init_timeout=spec.init_timeout, silent=True, console="off",
                               x_disable_stats=True, save_code=False, disable_git=True)
     kwargs = dict(dir=str(spec.save_dir), project=spec.project, entity=spec.entity, group=spec.group,
@@ -55,3 +60,9 @@ def open_run(spec: RunSpec, mode: str, offline_hint: str = "the job's last log l
         log.warning("W&B online init failed within wandb.init_timeout=%ss (%s); logging offline instead: %s",
                     spec.init_timeout, str(err).splitlines()[0] if str(err) else type(err).__name__, offline_hint)
         return wandb.init(mode="offline", **kwargs), "offline"
+
+
+def _quiet(wandb: Any) -> None:
+    """wandb's terminal messages into featvis's log (`wandb.setup` fixes them once per process)."""
+    wandb.setup(settings=wandb.Settings(silent=True))
+    wandb.termsetup(wandb.Settings(silent=True), logging.getLogger("featvis.wandb"))

@@ -78,6 +78,9 @@ class ModelConfig:
     # Checkpoints are pickles: by default they load with torch's weights_only=True, which
     # cannot run code. true = full unpickling, for checkpoints from a source you trust only.
     trust_checkpoint: bool = False
+    # A checkpoint whose keys or shapes differ from the model's is an error; false = draw
+    # anyway (what does not fit stays random), said in the log, the captions and the result.
+    strict: bool = True
     # layer presets of this model, picked by the `layers` group: {preset: [names or globs]}
     layer_presets: Dict[str, List[str]] = field(default_factory=dict)
 
@@ -130,7 +133,7 @@ class Config:
     device: str = "auto"  # auto = cuda if available, else cpu
     alpha: float = 0.5  # weight of the heat map over the image
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
-    max_images: Optional[int] = None  # at most this many images (null: all)
+    max_images: Optional[int] = None  # at most this many images, >= 1 (null: all)
     sample: SampleMode = SampleMode.first  # which images when max_images is set
     seed: int = 0
     data_root: Optional[str] = None  # image=dataset:<split>: where the config's dataset lives
@@ -182,8 +185,10 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(f"alpha={cfg.alpha} must be between 0 and 1")
     if not _DEVICE.match(cfg.device):
         raise ConfigError(f"device={cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N")
-    if cfg.wandb.init_timeout <= 0:
-        raise ConfigError(f"wandb.init_timeout={cfg.wandb.init_timeout} must be positive")
+    if not 0 < cfg.wandb.init_timeout < float("inf"):  # NaN too
+        raise ConfigError(f"wandb.init_timeout={cfg.wandb.init_timeout} must be a positive number of seconds")
+    if cfg.max_images is not None and cfg.max_images < 1:
+        raise ConfigError(f"max_images={cfg.max_images} must be at least 1 (or null for every image)")
     if not cfg.backends:
         raise ConfigError("no backend selected: pass e.g. backends=[local] or backends=[local,wandb]")
     known = known_backend_types()

@@ -12,6 +12,7 @@ is the job's error.
 from __future__ import annotations
 
 import glob
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +26,20 @@ from mmseg.registry import DATASETS
 from PIL import Image, UnidentifiedImageError
 
 from featvis.config.paths import resolve_asset, resolve_model_config
+from featvis.data.names import Names
 from featvis.errors import InputError
+from featvis.stderr import to_log
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+log = logging.getLogger(__name__)
 
 DATASET_PREFIX = "dataset:"
 
 
 @dataclass
 class Sample:
-    stem: str  # unique within the run; names the pictures of this image
+    stem: str  # unique within the run, safe as a folder name (featvis.data.names); names its pictures
     image_path: Path
     mask_path: Optional[Path]
     size: Tuple[int, int]  # (height, width)
@@ -66,13 +71,18 @@ class Loaded:
     image_bgr: np.ndarray  # what mmseg's pipeline expects
     image_rgb: np.ndarray  # what gets drawn and logged
     gt: Optional[np.ndarray]  # (H, W) label indices
+    gt_note: Optional[str] = None  # what is wrong with the mask's values (featvis.data.masks), for its caption
 
 
 def find_files(spec: str, key: str) -> List[Path]:
-    """The image files named by a file, a folder (its images, sorted) or a glob."""
+    """The image files named by a file, a folder (its images, sorted) or a glob.
+
+    A folder's hidden files (`.x.png`, macOS's `._x.png`) are skipped and its subfolders
+    are not read; the log names both. A glob skips hidden names unless it asks for them.
+    """
     path = Path(resolve_asset(spec)).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = _folder_images(path, spec, key)
         if not files:
             raise InputError(f"{key}={spec!r} is a folder with no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
@@ -85,6 +95,24 @@ def find_files(spec: str, key: str) -> List[Path]:
         return files
     raise InputError(f"{key}={spec!r} does not exist: pass an image file, a folder or a glob "
                      f"such as {key}='data/*.png'")
+
+
+def _folder_images(folder: Path, spec: str, key: str) -> List[Path]:
+    """The images directly in `folder`, sorted; hidden files and subfolders logged, not read."""
+    entries = sorted(folder.iterdir())
+    hidden = [p.name for p in entries if p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+    subfolders = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+    if hidden:
+        log.info("%s=%s: %d hidden file(s) skipped (%s)", key, spec, len(hidden), _some(hidden))
+    if subfolders:
+        log.warning("%s=%s: %d subfolder(s) not read (%s); to include them pass %s='%s/**/*.png' "
+                    "(or the files' own extension)", key, spec, len(subfolders), _some(subfolders), key,
+                    str(spec).rstrip("/"))
+    return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+
+
+def _some(names: List[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
 
 
 def _header(path: Path, key: str) -> Tuple[Tuple[int, int], str]:
@@ -111,16 +139,14 @@ def collect(image_spec: str, mask_spec: Optional[str]) -> Collected:
 def _check(pairs: List[Tuple[Path, Optional[Path]]], **extra: object) -> Collected:
     """Read every image's and mask's header; a bad pair becomes a Problem, not an error."""
     out = Collected()
-    seen: Dict[str, int] = {}
+    names = Names()  # `..` from `...png` is no folder name; duplicates get _2, _3, ...
     for path, mask in pairs:
         try:
             size = _check_pair(path, mask)
         except InputError as err:
             out.problems.append(Problem(path, str(err)))
             continue
-        seen[path.stem] = seen.get(path.stem, 0) + 1
-        stem = path.stem if seen[path.stem] == 1 else f"{path.stem}_{seen[path.stem]}"
-        out.samples.append(Sample(stem, path, mask, size, **extra))
+        out.samples.append(Sample(names.claim(path.stem), path, mask, size, **extra))
     return out
 
 
@@ -162,6 +188,13 @@ def collect_dataset(split: str, model_config: Path, data_root: Optional[str]) ->
         raise InputError(f"image=dataset:{split}: the {ds_cfg.type} under {ds_cfg.get('data_root', '')!r} "
                          "holds no images; pass data_root=<folder holding it>")
     pairs = [(Path(i["img_path"]), Path(i["seg_map_path"]) if i.get("seg_map_path") else None) for i in infos]
+    hidden = [image.name for image, _ in pairs if image.name.startswith(".")]  # macOS's ._x.png beside x.png
+    if hidden:
+        log.info("image=dataset:%s: %d hidden file(s) skipped (%s)", split, len(hidden), _some(hidden))
+        pairs = [(image, mask) for image, mask in pairs if not image.name.startswith(".")]
+        if not pairs:
+            raise InputError(f"image=dataset:{split}: the {ds_cfg.type} under {ds_cfg.get('data_root', '')!r} "
+                             "holds only hidden files; pass data_root=<folder holding it>")
     return _check(pairs, label_map=infos[0].get("label_map"), reduce_zero_label=bool(infos[0].get("reduce_zero_label")))
 
 
@@ -186,7 +219,8 @@ def choose(samples: List[Sample], max_images: Optional[int], how: str, seed: int
 
 def load(sample: Sample) -> Loaded:
     """Decode one sample's image (BGR and RGB) and mask."""
-    bgr = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
+    with to_log(log, f"decoding {sample.image_path}"):  # libpng's errors: to the log
+        bgr = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"image {sample.image_path} cannot be decoded: replace it or leave it out")
     gt = None

@@ -3,5 +3,6 @@
     checkpoints  model.checkpoint (a path, a URL or null) -> a local file
     safe_load    reading a checkpoint without running code from it (weights_only)
     load         building the model with mmseg's init_model; classes and palette
+    mismatch     the checkpoint's keys and shapes against the model's (model.strict)
     cache        models kept for the next job of the process
 """

@@ -3,7 +3,7 @@
 Under Hydra's basic launcher every job of a sweep runs in one process, and the joblib
 and Ray launchers reuse their workers: a sweep over layers, reductions or images would
 otherwise load the same checkpoint once per job. Models are keyed by what makes them
-differ (config file, checkpoint file, device, trust), with the files' size and mtime so
+differ (config file, checkpoint file, device, trust, strict), with the files' size and mtime so
 that an edited file is loaded again. At most FEATVIS_MODEL_CACHE models (default 2) are
 kept, least recently used first out (cachetools' LRUCache). Jobs leave nothing on a
 cached model: their hooks are removed on every exit path and no gradient is kept.
@@ -46,16 +46,20 @@ def _stamp(path: Optional[str]) -> Optional[Tuple[str, int, int]]:
 
 
 def load(config: str, checkpoint: Optional[str], device: str = "auto", *,
-         trust_checkpoint: bool = False) -> LoadedModel:
+         trust_checkpoint: bool = False, strict: bool = True) -> LoadedModel:
     """`featvis.model.load.load_model`, or the model an earlier job of this process loaded."""
     source = ModelSource.resolve(config, checkpoint)  # a URL is downloaded (once) here
     key = (_stamp(str(source.config_path)), _stamp(source.checkpoint_file), resolve_device(device),
-           trust_checkpoint)
+           trust_checkpoint, strict)
     cache = _cache()
     if capacity() and key in cache:
         log.info("model reused from an earlier job of this process (%s, %s)", config, checkpoint)
-        return cache[key]  # a lookup counts as a use: the least recently used model goes first
-    loaded = build_model(source, device, trust_checkpoint=trust_checkpoint)
+        reused = cache[key]  # a lookup counts as a use: the least recently used model goes first
+        if reused.weights_note:  # said again for this job's log: its pictures are as partly random
+            log.warning("!!! model.strict=false: checkpoint %s does not fit %s: %s !!!", checkpoint, config,
+                        reused.weights_note)
+        return reused
+    loaded = build_model(source, device, trust_checkpoint=trust_checkpoint, strict=strict)
     if capacity():
         cache[key] = loaded
     return loaded

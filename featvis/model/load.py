@@ -4,8 +4,10 @@ Models are built by mmseg's own `init_model`, the same call for the demo model a
 for any user checkpoint. The checkpoint is read by featvis itself
 (`safe_load.load_checkpoint_file`: weights_only unless model.trust_checkpoint=true,
 whatever the MMEngine or torch version or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD would do) and
-handed to MMEngine's own `_load_checkpoint_to_model` (key revision, missing and unexpected
-key warnings); classes and palette come from its meta as in mmseg's `init_model`.
+handed to MMEngine's own `_load_checkpoint_to_model` (key revision); classes and palette
+come from its meta as in mmseg's `init_model`. Before loading, featvis compares the
+checkpoint's keys and shapes with the model's (featvis.model.mismatch): a checkpoint that
+does not fit is an error unless model.strict=false, which draws anyway and says so.
 SyncBN layers (used by most public configs) are reverted to plain BN when not on CUDA,
 where SyncBN cannot run.
 """
@@ -13,6 +15,7 @@ where SyncBN cannot run.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -31,8 +34,9 @@ from mmseg.registry import DATASETS
 
 from featvis.config.paths import resolve_model_config
 from featvis.errors import CheckpointError, ConfigError
-from featvis.model.checkpoints import resolve_checkpoint
-from featvis.model.safe_load import load_checkpoint_file
+from featvis.model.checkpoints import is_url, resolve_checkpoint
+from featvis.model.mismatch import REVISE_KEYS, KeyMismatch, compare
+from featvis.model.safe_load import UnsafeCheckpointError, load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,12 @@ class LoadedModel:
     device: str
     dataset_meta: Dict[str, Any]  # classes and palette
     checkpoint: Optional[str]  # the local file the weights came from; None = random init
+    mismatch: Optional[KeyMismatch] = None  # how the checkpoint did not fit (model.strict=false); None: it did
+
+    @property
+    def weights_note(self) -> Optional[str]:
+        """`partly random weights: ...` for captions and the result file; None when the weights are whole."""
+        return None if self.mismatch is None else self.mismatch.note
 
 
 def resolve_device(device: str) -> str:
@@ -68,37 +78,39 @@ class ModelSource:
 
 
 def load_model(config: str, checkpoint: Optional[str], device: str = "auto", *,
-               trust_checkpoint: bool = False) -> LoadedModel:
+               trust_checkpoint: bool = False, strict: bool = True) -> LoadedModel:
     """Build the model of `config` with the weights of `checkpoint` (None: random weights)."""
-    return build_model(ModelSource.resolve(config, checkpoint), device, trust_checkpoint=trust_checkpoint)
+    return build_model(ModelSource.resolve(config, checkpoint), device, trust_checkpoint=trust_checkpoint,
+                       strict=strict)
 
 
-def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: bool = False) -> LoadedModel:
+def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: bool = False,
+                strict: bool = True) -> LoadedModel:
     """The eval-mode model of `source` on `device`.
 
     The checkpoint is unpickled with weights_only=True (plus featvis's small allow-list of
     data-only types) unless `trust_checkpoint`: full unpickling, which can run code.
+    `strict`: a checkpoint whose keys or shapes differ from the model's is a CheckpointError;
+    strict=False loads what fits, warns, and records the difference (`LoadedModel.mismatch`).
     """
     device = resolve_device(device)
     config, checkpoint = source.config, source.checkpoint
     config_path, local_ckpt = source.config_path, source.checkpoint_file
-    try:
-        cfg = Config.fromfile(str(config_path))
-    except Exception as err:  # a broken config file: syntax, missing _base_, ...
-        raise ConfigError(f"cannot read model.config {config!r}: {_one_line(err)}") from err
+    cfg = read_config(config, config_path)
     if local_ckpt is None:
         state = None
         log.warning("!!! model.checkpoint=null: %s has RANDOM weights. Its prediction and feature maps "
                     "show an untrained network; pass model.checkpoint=<file> for real ones. !!!", config)
     else:  # read before the model is built: a refused or broken file fails at once
-        state = load_checkpoint_file(local_ckpt, trust=trust_checkpoint, name=checkpoint)
+        state = _read_checkpoint(local_ckpt, checkpoint, trust_checkpoint)
     model = init_model(cfg, None, device="cpu")
-    meta = None
+    meta, mismatch = None, None
     if state is not None:
+        mismatch = _check_fit(model, state, checkpoint, config, strict)
         log.info("loading checkpoint %s (%s)", local_ckpt,
                  "trusted: full unpickling" if trust_checkpoint else "weights_only")
-        try:
-            _load_checkpoint_to_model(model, state, strict=False, revise_keys=[(r"^module\.", "")])
+        try:  # logger='silent': MMEngine's mismatch note would go to stdout; featvis reported it above
+            _load_checkpoint_to_model(model, state, strict=False, logger="silent", revise_keys=REVISE_KEYS)
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
             raise CheckpointError(f"cannot load checkpoint {checkpoint!r} into {config}: {_one_line(err)}; "
                                   "check that the checkpoint belongs to this model.config") from err
@@ -110,7 +122,74 @@ def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: 
         meta = {**meta, "palette": dataset_meta_from_config(cfg, model)["palette"]}
     meta = meta or dataset_meta_from_config(cfg, model)
     model.dataset_meta = meta
-    return LoadedModel(model=model, device=device, dataset_meta=meta, checkpoint=local_ckpt)
+    return LoadedModel(model=model, device=device, dataset_meta=meta, checkpoint=local_ckpt, mismatch=mismatch)
+
+
+def read_config(config: str, config_path: Path) -> Config:
+    """The mmseg config file (Python: it runs, and imports its `custom_imports`), or one ConfigError."""
+    try:
+        return Config.fromfile(str(config_path))
+    except ImportError as err:  # custom_imports: MMEngine's message lists sys.path and hides the cause
+        raise ConfigError(_import_failure(config, err)) from err
+    except Exception as err:  # a broken config file: syntax, missing _base_, ...
+        raise ConfigError(f"cannot read model.config {config!r}: {_one_line(err)}") from err
+
+
+def _import_failure(config: str, err: ImportError) -> str:
+    """One line naming the import that failed, why, and what to do."""
+    chain = [err]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+        chain.append(nxt)
+    # MMEngine raises ImportError("Failed to import <name>") while handling what Python raised
+    # (ModuleNotFoundError: No module named 'mmdet'), then wraps that in its sys.path message
+    failed = [i for i, e in enumerate(chain) if re.match(r"Failed to import \S+$", str(e))]
+    wanted = str(chain[failed[0]]).split()[-1] if failed else None
+    root = chain[failed[0] + 1] if failed and failed[0] + 1 < len(chain) else chain[-1]
+    missing = getattr(root, "name", None) if isinstance(root, ModuleNotFoundError) else None
+    what = f"custom_imports of model.config {config!r}"
+    cause = f"{type(root).__name__}: {_one_line(root)}"
+    head = f"{what}: cannot import {wanted!r} ({cause})" if wanted else f"{what}: {cause}"
+    if missing:
+        top = missing.split(".")[0]
+        return (f"{head}: install the package that provides {top!r} (for example pip install {top}), "
+                "or put the folder that holds it on PYTHONPATH")
+    return f"{head}: fix that module, or remove it from custom_imports"
+
+
+def _read_checkpoint(local: str, spec: Optional[str], trust: bool) -> Dict[str, Any]:
+    """The checkpoint dict; a downloaded file that cannot be read is named, with how to remove it."""
+    if spec is None or not is_url(spec):
+        return load_checkpoint_file(local, trust=trust, name=spec)
+    try:
+        return load_checkpoint_file(local, trust=trust, name=f"{spec} (downloaded earlier to {local})")
+    except UnsafeCheckpointError:
+        raise  # the file is whole; what it holds is refused, and the message says what to do
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; delete {local} and run again to download it anew") from err
+
+
+def _check_fit(model: torch.nn.Module, state: Dict[str, Any], checkpoint: Optional[str], config: str,
+               strict: bool) -> Optional[KeyMismatch]:
+    """None when the checkpoint fits the model; else an error (strict) or a warning and the mismatch."""
+    try:
+        mismatch = compare(model, state)
+    except (AttributeError, TypeError) as err:  # a state dict that is no mapping of names to tensors
+        raise CheckpointError(f"checkpoint {checkpoint!r} holds no state dict of {config}: {_one_line(err)}; "
+                              "check that the checkpoint belongs to this model.config") from err
+    if mismatch.fits:
+        return None
+    if strict:
+        raise CheckpointError(f"checkpoint {checkpoint!r} does not fit model.config {config!r}: "
+                              f"{mismatch.details()}; pass the checkpoint of this model.config, or "
+                              "model.strict=false to draw anyway with the missing weights random")
+    if mismatch.random:
+        log.warning("!!! model.strict=false: checkpoint %s does not fit %s: %s. The model is drawn with "
+                    "%d of its %d tensors at their RANDOM initialisation; captions and the result say so. !!!",
+                    checkpoint, config, mismatch.details(), mismatch.random, mismatch.total)
+    else:
+        log.warning("model.strict=false: checkpoint %s has keys %s does not use, ignored: %s",
+                    checkpoint, config, mismatch.details())
+    return mismatch
 
 
 def dataset_meta_from_checkpoint(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -24,6 +24,11 @@ from featvis.errors import CheckpointError
 
 _TRUST = "If you trust its source, pass model.trust_checkpoint=true"
 
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file is a whole checkpoint, but holds objects weights_only loading refuses (or, with
+    TORCH_FORCE_WEIGHTS_ONLY_LOAD, that full unpickling would need): not a broken file."""
+
 _NOT_A_CHECKPOINT = "pass a .pth file written by torch.save (an MMEngine checkpoint or a state dict)"
 
 # the metrics HistoryBuffer pickles with its state (see _history_buffer_method)
@@ -107,22 +112,36 @@ def load_checkpoint_file(path: str, trust: bool = False, name: Optional[str] = N
     return checkpoint
 
 
+def verify_checkpoint_file(path: str, name: Optional[str] = None) -> None:
+    """Raise the CheckpointError of a file that is no readable checkpoint (truncated, an HTML page, ...).
+
+    Read with weights_only (nothing in it runs) and dropped: a file that is whole but holds
+    objects weights_only refuses passes here (loading it later says what to do about them).
+    Used on a download before it goes into the cache.
+    """
+    try:
+        load_checkpoint_file(path, trust=False, name=name)
+    except UnsafeCheckpointError:
+        pass
+
+
 def _unpickling_error(path: str, label: str, err: pickle.UnpicklingError, trust: bool) -> CheckpointError:
     weights_only = not trust or os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in (
         "1", "y", "yes", "true")
     refused = _refused_globals(path, str(err)) if weights_only else []
     if refused:
         if trust:
-            return CheckpointError(f"checkpoint {label} holds {', '.join(refused)} that weights_only loading "
-                                   "refuses, and TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which forces it even with "
-                                   "model.trust_checkpoint=true: unset it to load a checkpoint you trust")
-        return CheckpointError(f"checkpoint {label} holds {', '.join(refused)} that weights_only loading refuses: "
-                               f"unpickling it can run code. {_TRUST}")
+            return UnsafeCheckpointError(f"checkpoint {label} holds {', '.join(refused)} that weights_only "
+                                         "loading refuses, and TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which forces "
+                                         "it even with model.trust_checkpoint=true: unset it to load a checkpoint "
+                                         "you trust")
+        return UnsafeCheckpointError(f"checkpoint {label} holds {', '.join(refused)} that weights_only loading "
+                                     f"refuses: unpickling it can run code. {_TRUST}")
     if not _looks_like_torch_save(path):
         return _not_torch_save(label)
     if weights_only:  # a pickle the weights_only unpickler cannot follow, no global named
-        return CheckpointError(f"checkpoint {label} cannot be read by weights_only loading ({_detail(err)}): "
-                               f"it may hold objects whose unpickling can run code. {_TRUST}")
+        return UnsafeCheckpointError(f"checkpoint {label} cannot be read by weights_only loading "
+                                     f"({_detail(err)}): it may hold objects whose unpickling can run code. {_TRUST}")
     return CheckpointError(f"checkpoint {label} cannot be read ({_detail(err)}): a truncated or corrupt file, "
                            f"or not written by torch.save; {_NOT_A_CHECKPOINT}")
 

@@ -4,4 +4,5 @@
     inference  image -> prediction and recorded maps (or a kept forward of the sweep)
     drawer     draws and logs each image in a worker thread while the model runs the next
     result     what the job did, for the CLI and the sweep summary
+    output_folder  one job per output folder (a lock file); a read-only or full disk said in one line
 """

@@ -23,7 +23,9 @@ class Drawer:
     """Draws and logs each image's panels in a worker thread, while the model runs the next.
 
     A bounded queue keeps at most `depth` images waiting, so memory stays flat; an error
-    in the worker stops the job at the next submit or when the drawer closes.
+    in the worker stops the job at the next submit or when the drawer closes. When the job
+    stops (an error, Ctrl-C, SIGTERM), what is still queued is dropped, not drawn, and the
+    worker is waited for before the backends close.
     With normalize.mode=shared the colour range of a layer depends on every image, so
     the (small, reduced) maps of all images are kept and drawn when the last one is in.
     """
@@ -36,6 +38,7 @@ class Drawer:
         self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
         self._queue: "queue.Queue[Optional[Recorded]]" = queue.Queue(maxsize=depth)
         self._error: Optional[BaseException] = None
+        self._stop = False  # the job is stopping: drop what is queued
         self._thread = threading.Thread(target=self._work, name="featvis-draw", daemon=True)
 
     def __enter__(self) -> "Drawer":
@@ -54,11 +57,18 @@ class Drawer:
                 ranges.update(crop_valid(m, recorded.sample.metainfo))
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            for recorded in self._held:
-                self._queue.put(recorded)
-        self._queue.put(None)  # the worker stops after what is queued
-        self._thread.join()
+        self._stop = exc_type is not None
+        try:
+            if exc_type is None:
+                for recorded in self._held:
+                    self._queue.put(recorded)
+            self._queue.put(None)  # the worker stops after what is queued
+            self._thread.join()
+        except BaseException:  # interrupted while waiting (SIGTERM): stop the worker before the backends close
+            self._stop = True
+            self._queue.put(None)  # the worker drains without drawing, so there is room
+            self._thread.join()
+            raise
         if exc_type is None:
             self._raise_worker_error()
 
@@ -68,7 +78,7 @@ class Drawer:
 
     def _work(self) -> None:
         while (recorded := self._queue.get()) is not None:
-            if self._error is not None:
+            if self._error is not None or self._stop:
                 continue  # drain, so the producer never blocks
             try:
                 self._draw_and_log(recorded)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from functools import partial
-from typing import Iterable, List, Union
+from typing import Iterable, Iterator, List, Union
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -22,8 +22,10 @@ from featvis.backends.visualizer import FeatureVisualizer
 from featvis.config.job import JobInfo
 from featvis.config.schema import Config, plain, typed, validate
 from featvis.data import images as inputs
+from featvis.data import masks
 from featvis.errors import SkippedImagesError
 from featvis.model import cache as model_cache
+from featvis.pipeline import output_folder
 from featvis.pipeline.drawer import Drawer
 from featvis.pipeline.inference import Inference, first_pass
 from featvis.pipeline.result import RESULTS_DIR, JobResult
@@ -50,18 +52,20 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
 
     final = job.output_dir / RESULTS_DIR
     staging = job.output_dir / (RESULTS_DIR + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier failed job in this folder
+    key = output_folder.RUN_KEY if job.sweep_dir is None else output_folder.SWEEP_KEY
+    with output_folder.hold(job.output_dir, key):  # held for the whole job by featvis.cli; busy: FolderBusyError
+        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier job in this folder, which has ended
     resolved = plain(cfg)
     run_info = RunInfo(name=job.name, job_type=job.job_type, group=cfg.wandb.group or job.group, config=resolved)
     visualizer = FeatureVisualizer(resolved["backends"], staging, run_info)
 
     loaded = model_cache.load(cfg.model.config, cfg.model.checkpoint, cfg.device,
-                              trust_checkpoint=cfg.model.trust_checkpoint)
+                              trust_checkpoint=cfg.model.trust_checkpoint, strict=cfg.model.strict)
     layers = select_layers(loaded.model, list(cfg.layers.names))
     log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(layer.name for layer in layers))
     reduction = reductions.build(cfg.reduction, loaded.model)  # its options and class are checked before any output
 
-    result = JobResult(output_dir=final)
+    result = JobResult(output_dir=final, weights=loaded.weights_note)  # model.strict=false: what did not fit
     sharing = shared_forward.for_job(cfg, job.sweep_dir, loaded, layers)  # other jobs' layers, when planned
     extra = sharing.extra if sharing else []
     watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
@@ -70,13 +74,19 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     inference = Inference(reduction, loaded, layers, record(reduction), sharing)
     if reduction.needs_first_pass(reduction.config):  # pca_rgb's shared basis: fitted over every image first
         first_pass(reduction, loaded, record, samples)
-    with visualizer, inference as infer:
-        visualizer.start()  # every input is checked by now: open W&B while the model runs
-        visualizer.add_config(resolved)
-        style = DrawStyle(cfg.alpha, cfg.normalize, reduction, loaded.dataset_meta)
-        with Drawer(style, visualizer, result) as drawer:
-            for item in _progress(inputs.iter_loaded(samples, problems), len(samples)):
-                drawer.submit(Recorded(item, *infer(item)))
+    items = masks.checked(inputs.iter_loaded(samples, problems), len(loaded.dataset_meta["classes"]), result.labels)
+    with inference as infer:
+        first = _first_image(items, problems)  # a single image that does not decode fails before any output
+        # class_map fits some layers only, which a real map tells: its first image runs before any output too
+        early = Recorded(first, *infer(first)) if reduction.fits_some_layers else None
+        with visualizer:
+            visualizer.start()  # every input is checked by now: open W&B while the model runs
+            visualizer.add_config(resolved)
+            style = DrawStyle(cfg.alpha, cfg.normalize, reduction, loaded.dataset_meta, loaded.weights_note)
+            with Drawer(style, visualizer, result) as drawer:
+                drawer.submit(early or Recorded(first, *infer(first)))
+                for item in _progress(items, len(samples) - 1):
+                    drawer.submit(Recorded(item, *infer(item)))
     result.forwards, result.reused = inference.forwards, inference.reused
     if inference.reused:
         log.info("%d of %d images drawn from an earlier job's forward pass (share_forward)",
@@ -88,9 +98,19 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     log.info("results in %s", final)
     for offline in sorted((final / "wandb").glob("offline-run-*")):
         log.info("upload the offline W&B run with: wandb sync %s", offline)
+    if result.labels:  # masks holding values that are not classes: drawn as unlabelled, listed here
+        (final / masks.LABELS_FILE).write_text(masks.labels_text(result.labels, {s.stem: s.mask_path for s in samples}))
     if problems:
         _report_skipped(problems, result)
     return result
+
+
+def _first_image(items: Iterator[inputs.Loaded], problems: List[inputs.Problem]) -> inputs.Loaded:
+    """The first image that decodes (the others after it are decoded as the job goes); when none
+    does (a single truncated image), the job fails here, before it writes anything."""
+    for item in items:
+        return item
+    raise inputs.InputError(problems[0].message if problems else "no image could be decoded")
 
 
 def _report_skipped(problems: List[inputs.Problem], result: JobResult) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 RESULTS_DIR = "featvis"  # the folder a finished job leaves in its output dir; its backends' folders are inside
 
@@ -16,4 +16,6 @@ class JobResult:
     panels: Dict[str, List[str]] = field(default_factory=dict)  # stem -> panel names
     forwards: int = 0  # images the model ran on in this job
     reused: int = 0  # images whose maps an earlier job of the sweep recorded (share_forward)
+    weights: Optional[str] = None  # model.strict=false and the checkpoint did not fit: "partly random weights: ..."
+    labels: Dict[str, str] = field(default_factory=dict)  # stem -> its mask's values that are not classes (masks)
 

@@ -171,7 +171,7 @@ def list_modules(cfg: Union[Config, DictConfig], loaded: Optional[LoadedModel] =
     samples = inputs.collect_any(cfg.image, None, cfg.model.config, cfg.data_root).usable()
     if loaded is None:
         loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device,
-                            trust_checkpoint=cfg.model.trust_checkpoint)
+                            trust_checkpoint=cfg.model.trust_checkpoint, strict=cfg.model.strict)
     model = loaded.model
     all_names = [n for n, _ in model.named_modules() if n]
     names = filter_names(all_names, cfg.listing.filter, cfg.listing.max_depth)

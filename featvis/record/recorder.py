@@ -75,17 +75,20 @@ class FeatureRecorder(HookSet):
         for layer in self.layers:
             subs = out.setdefault(layer.name, dict(self._records.get(layer.name, {})))
             for name, stitcher in self._stitchers.get(layer.name, {}).items():
-                subs[name] = [self._reduce(item, name) for item in stitcher.result()]
+                subs[name] = [self._reduce(item, name, stitcher.note) for item in stitcher.result()]
         self._records.clear()
         self._stitchers.clear()
         self._calls.clear()
         self._windows, self._window = [], -1
         return out
 
-    def _reduce(self, feat: torch.Tensor, name: str) -> Reduced:
-        """Reduce one (C, H, W) map and attach the activation statistics of the full map."""
+    def _reduce(self, feat: torch.Tensor, name: str, note: Optional[str] = None) -> Reduced:
+        """Reduce one (C, H, W) map and attach the activation statistics of the full map (and the
+        stitcher's note, slide.PER_WINDOW_NOTE, before the reduction's own)."""
         reduced = self.reduce_fn(feat, layer=name)
         reduced.stats = activation_stats(feat)
+        if note:
+            reduced.note = f"{note} | {reduced.note}" if reduced.note else note
         return reduced
 
     def _start_forward(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:

@@ -7,6 +7,13 @@ image cuts the map into pieces (mmseg issue 3234). featvis places each window's 
 the window's position, scaled to the layer's resolution, and averages overlaps the way
 mmseg averages logits (sum / count). Channels are reduced after stitching, so that
 select_max and topk pick the same channels over the whole image.
+
+A layer whose map is constant over space in every window (a global-pooling branch: a
+1x1 map, or one broadcast back to the window's size, as PSPNet's pool scale 1) has one
+value per window, not a map: stitched, those few values would be drawn as a smooth
+gradient between window centres. Such a layer (`Stitcher.per_window`) is reported as
+PER_WINDOW_NOTE and handed on as a constant map (each channel its average over the
+windows), which is not coloured, the way a whole-image global-pooling map is not.
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import torch
+
+from featvis.render.scales import CONSTANT_RTOL
+
+PER_WINDOW_NOTE = "global pooling: one value per slide window, not drawn as a map"
 
 Window = Tuple[int, int, int, int]  # y1, y2, x1, x2 in input pixels
 
@@ -53,6 +64,8 @@ class Stitcher:
         self.input_hw = input_hw
         self.total: Optional[torch.Tensor] = None
         self.count: Optional[torch.Tensor] = None
+        self.windows = 0  # windows added
+        self.window_constant = True  # every window's map so far was constant over space, in every channel
 
     def add(self, fmap: torch.Tensor, window: Window) -> None:
         y1, y2, x1, x2 = window
@@ -66,7 +79,40 @@ class Stitcher:
         left = min(round(x1 * sx), self.total.shape[-1] - w)
         self.total[..., top:top + h, left:left + w] += fmap.float()
         self.count[top:top + h, left:left + w] += 1
+        self.windows += 1
+        if self.window_constant:  # once a window varies, never checked again
+            self.window_constant = spatially_constant(fmap)
 
-    def result(self) -> torch.Tensor:
+    def stitched(self) -> torch.Tensor:
         """The average over the windows that cover each position: (B, C, H, W)."""
         return self.total / self.count.clamp(min=1)
+
+    @property
+    def per_window(self) -> bool:
+        """One value per window: several windows, each constant over space, whose values differ."""
+        return self.windows > 1 and self.window_constant and not spatially_constant(self.stitched())
+
+    @property
+    def note(self) -> Optional[str]:
+        """What the caption of this layer says: PER_WINDOW_NOTE for `per_window`, else None."""
+        return PER_WINDOW_NOTE if self.per_window else None
+
+    def result(self) -> torch.Tensor:
+        """The stitched map (B, C, H, W); for `per_window`, each channel is its average over the
+        positions the windows cover, a constant map (it has no spatial extent to draw)."""
+        stitched = self.stitched()
+        if not self.per_window:
+            return stitched
+        covered = (self.count > 0).to(stitched.dtype)
+        mean = (stitched * covered).sum(dim=(-2, -1), keepdim=True) / covered.sum()
+        return mean.expand_as(stitched).contiguous()
+
+
+def spatially_constant(fmap: torch.Tensor) -> bool:
+    """Whether every channel of a (..., h, w) map is one value over space (up to float rounding,
+    CONSTANT_RTOL as featvis.render.scales.is_constant); a map with NaN or Inf is not."""
+    if fmap.shape[-2] * fmap.shape[-1] <= 1:
+        return True
+    flat = fmap.detach().flatten(-2).float()
+    lo, hi = flat.amin(-1), flat.amax(-1)
+    return bool(((hi - lo) <= CONSTANT_RTOL * torch.maximum(lo.abs(), hi.abs())).all())

@@ -11,6 +11,8 @@ class attributes, its *traits*, that the rest of featvis asks instead of naming 
     uses_gradients  runs the model itself (`run_model`), instead of inside a forward hook
     draws_rgb       its 3 maps, in [0, 1], are the R, G, B of one picture
     render_only     its options that change the drawing only, not the reduced maps
+    fits_some_layers applies to some layers only, which a recorded map tells: the pipeline runs
+                    the first image before it writes anything, so a misfit fails first
 
 and class methods that read a config, for callers that have no model yet (validate,
 the sweep plan, the panels): `check_options`, `needs_first_pass`, `shares_forward`,
@@ -75,6 +77,7 @@ class Reduction(ABC):
     uses_gradients: ClassVar[bool] = False
     draws_rgb: ClassVar[bool] = False
     render_only: ClassVar[FrozenSet[str]] = frozenset()
+    fits_some_layers: ClassVar[bool] = False
 
     def __init__(self, config: ReductionConfig, model: Optional[nn.Module] = None) -> None:
         """`config`: a config_class (an instance or Hydra's typed node); `model`: the loaded

@@ -45,6 +45,7 @@ class ClassMap(Reduction):
     name = "class_map"
     config_class = ClassMapConfig
     needs_class = True
+    fits_some_layers = True  # the layers whose output feeds conv_seg: `apply` checks C on the first image
 
     def __init__(self, config: ClassMapConfig, model: Optional[nn.Module] = None) -> None:
         super().__init__(config, model)

@@ -1,7 +1,7 @@
 """Drawing helpers on RGB uint8 pictures: the colour-scale bar, grids of tiles, labels.
 
-`draw_scale_bar` paints the colour scale and its end values over the bottom rows of a
-picture (the picture keeps its size).
+`draw_scale_bar` adds the colour scale and its end values BELOW a picture (the picture
+grows by `scale_bar_rows` rows), so that every pixel of the map stays visible.
 """
 
 from __future__ import annotations
@@ -18,40 +18,48 @@ SCALE_BAR_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 SCALE_BAR_MIN_TEXT_HW = (48, 64)  # pictures smaller than this get the strip without the numbers
 
+SCALE_BAR_GAP = 2  # white rows between the picture and the strip
+
 
 def _bar_layout(height: int) -> Tuple[int, float, int, int]:
-    """(strip rows, font scale, text thickness, rows of the text band above the strip)."""
+    """(strip rows, font scale, text thickness, rows of the text band under the strip)."""
     bar = int(min(12, max(8, height // 32)))
     bar = min(bar, max(1, height // 4))
     font = float(min(1.0, max(0.4, height / 400)))
     thickness = 1 if font < 0.7 else 2
-    (_, text_h), baseline = cv2.getTextSize("-0.123", SCALE_BAR_FONT, font, thickness + 2)
-    return bar, font, thickness, text_h + baseline + 3
+    (_, text_h), baseline = cv2.getTextSize("-0.123", SCALE_BAR_FONT, font, thickness)
+    return bar, font, thickness, text_h + baseline + 4
+
+
+def _has_text(height: int, width: int) -> bool:
+    return height >= SCALE_BAR_MIN_TEXT_HW[0] and width >= SCALE_BAR_MIN_TEXT_HW[1]
 
 
 def scale_bar_rows(height: int, width: int) -> int:
-    """How many bottom rows `draw_scale_bar` may change on a picture of this size."""
+    """How many rows `draw_scale_bar` adds below a picture of this size."""
     bar, _, _, text_rows = _bar_layout(height)
-    if height < SCALE_BAR_MIN_TEXT_HW[0] or width < SCALE_BAR_MIN_TEXT_HW[1]:
-        return bar
-    return min(height, bar + text_rows)
+    return SCALE_BAR_GAP + bar + (text_rows if _has_text(height, width) else 0)
 
 
 def draw_scale_bar(picture: np.ndarray, scale: Scale) -> np.ndarray:
-    """Paint the colour scale over the bottom rows of an RGB picture, in place; returns it.
+    """The RGB picture with its colour scale added below it: a new, taller picture.
 
-    The picture keeps its size: a full-width strip of 8-12 rows (fewer on pictures under
-    32 rows) shows the colormap from scale.lo (left) to scale.hi (right), and just above it
-    the two values (and 0 in the middle of a diverging scale) in white with a dark outline.
-    Only the bottom `scale_bar_rows(h, w)` rows change; pictures under 48x64 get no numbers.
+    The picture's own rows are copied unchanged; under them, after SCALE_BAR_GAP white rows,
+    a full-width strip of 8-12 rows (fewer on pictures under 32 rows) shows the colormap
+    from scale.lo (left) to scale.hi (right), and under the strip, on white, the two values
+    (and 0 in the middle of a diverging scale). The picture grows by `scale_bar_rows(h, w)`
+    rows; pictures under 48x64 get the strip without the numbers.
     """
     h, w = picture.shape[:2]
     bar, font, thickness, _ = _bar_layout(h)
+    out = pad_below(picture, scale_bar_rows(h, w))
     index = np.rint(np.linspace(0, 255, w)).astype(np.intp) if w > 1 else np.array([255])
-    picture[h - bar:, :] = lut(scale.colormap)[index][None, :, :]
-    if h < SCALE_BAR_MIN_TEXT_HW[0] or w < SCALE_BAR_MIN_TEXT_HW[1]:
-        return picture
-    y = h - bar - 3  # text baseline, just above the strip
+    top = h + SCALE_BAR_GAP
+    out[top:top + bar, :] = lut(scale.colormap)[index][None, :, :]
+    if not _has_text(h, w):
+        return out
+    (_, text_h), _ = cv2.getTextSize("-0.123", SCALE_BAR_FONT, font, thickness)
+    y = top + bar + 2 + text_h  # text baseline, just under the strip
     texts = [(format_number(scale.lo), "left"), (format_number(scale.hi), "right")]
     if scale.colormap == DIVERGING:
         texts.append(("0", "centre"))
@@ -62,9 +70,16 @@ def draw_scale_bar(picture: np.ndarray, scale: Scale) -> np.ndarray:
         if any(x < end + 4 and start < x + tw + 4 for start, end in taken):
             continue  # would overlap lo or hi on a narrow picture
         taken.append((x, x + tw))
-        cv2.putText(picture, text, (x, y), SCALE_BAR_FONT, font, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(picture, text, (x, y), SCALE_BAR_FONT, font, (255, 255, 255), thickness, cv2.LINE_AA)
-    return picture
+        cv2.putText(out, text, (x, y), SCALE_BAR_FONT, font, (0, 0, 0), thickness, cv2.LINE_AA)
+    return out
+
+
+def pad_below(picture: np.ndarray, rows: int) -> np.ndarray:
+    """The picture with `rows` white rows added below it (a new array)."""
+    h, w = picture.shape[:2]
+    out = np.full((h + rows, w, 3), 255, np.uint8)
+    out[:h] = picture
+    return out
 
 
 def grid(tiles: Sequence[np.ndarray], rows: int, cols: int, gap: int = 4) -> np.ndarray:

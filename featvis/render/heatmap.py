@@ -22,7 +22,7 @@ import torch
 
 from featvis.render.align import align
 from featvis.render.colormaps import JET, lut
-from featvis.render.draw import draw_label, draw_scale_bar, grid
+from featvis.render.draw import draw_label, draw_scale_bar, grid, pad_below
 from featvis.render.scales import Scale, finite_min_max, is_constant, scale_for
 
 
@@ -73,7 +73,7 @@ ScaleArg = Union[None, Scale, Callable[[np.ndarray], Scale]]
 class Overlay:
     """What `overlay_maps` drew: the picture, and the scale each map was coloured with."""
 
-    picture: np.ndarray  # (H, W, 3) RGB uint8: one overlay, or a grid of them
+    picture: np.ndarray  # RGB uint8: one overlay (H, W, 3), taller with a scale bar below, or a grid of them
     scales: List[Optional[Scale]]  # scales[i] for map i; None for a constant map (not coloured)
 
 
@@ -87,8 +87,10 @@ def overlay_maps(maps: torch.Tensor, image: np.ndarray, meta: Mapping, alpha: fl
     scale=None: per-map min-max JET, exactly MMEngine's draw_featmap (and featvis before
         normalize.*); a Scale: that one for every map (fixed, shared); a callable
         values -> Scale, such as ScaleRule: called on each aligned map (per_map, percentile).
-    scale_bar: paint each coloured tile's colour scale and range over its bottom rows
-        (`draw_scale_bar`); constant tiles get none.
+    scale_bar: add each coloured tile's colour scale and range below it (`draw_scale_bar`:
+        the tile grows by `scale_bar_rows` rows, every pixel of the map stays visible);
+        a constant tile gets none, only white rows of the same height where another
+        tile of the grid has a bar, so that the tiles stay aligned.
     The returned `Overlay` holds the picture and the scales used, for captions (`describe`).
     """
     out_hw = image.shape[:2]
@@ -106,9 +108,11 @@ def overlay_maps(maps: torch.Tensor, image: np.ndarray, meta: Mapping, alpha: fl
                 used = scale(values)
             tile = cv2.addWeighted(image, 1.0 - alpha, colorize(values, used), alpha, 0.0)
             if scale_bar:
-                draw_scale_bar(tile, used)
+                tile = draw_scale_bar(tile, used)
         tiles.append(tile)
         scales.append(used)
+    rows_below = max(t.shape[0] for t in tiles) - out_hw[0]
+    tiles = [pad_below(t, rows_below) if t.shape[0] < out_hw[0] + rows_below else t for t in tiles]
     if len(tiles) == 1:
         picture = tiles[0]
     else:

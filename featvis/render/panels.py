@@ -10,6 +10,7 @@ import numpy as np
 
 from featvis.config.schema import NormalizeConfig
 from featvis.record.recorded import Recorded
+from featvis.record.slide import PER_WINDOW_NOTE
 from featvis.reduce.base import Reduced, Reduction
 from featvis.render.heatmap import overlay_maps, overlay_rgb
 from featvis.render.labels import overlay_labels
@@ -27,6 +28,7 @@ class DrawStyle:
     normalize: NormalizeConfig  # colour scales: mode, range, percentiles, colormap, scale_bar
     reduction: Reduction  # its traits say how its maps are drawn (draws_rgb, layout)
     dataset_meta: Mapping[str, Any]  # the model's classes and palette
+    weights_note: Optional[str] = None  # model.strict=false, checkpoint did not fit: in every map's caption
 
 
 def make_panels(style: DrawStyle, recorded: Recorded, warned: Set[Tuple[str, str]],
@@ -44,14 +46,18 @@ def make_panels(style: DrawStyle, recorded: Recorded, warned: Set[Tuple[str, str
     masks = LabelMaps(prediction=pred, ground_truth=item.gt, class_names=tuple(style.dataset_meta["classes"]))
     panels = [Panel("input", image, stem, labels=masks)]
     if item.gt is not None:
-        panels.append(Panel("ground_truth", overlay_labels(item.gt, image, palette, 0.5), f"{stem} ground truth"))
-    panels.append(Panel("prediction", overlay_labels(pred, image, palette, 0.5), f"{stem} prediction"))
+        gt_caption = " | ".join([f"{stem} ground truth", *([item.gt_note] if item.gt_note else [])])
+        panels.append(Panel("ground_truth", overlay_labels(item.gt, image, palette, 0.5), gt_caption))
+    weights = [style.weights_note] if style.weights_note else []
+    panels.append(Panel("prediction", overlay_labels(pred, image, palette, 0.5),
+                        " | ".join([f"{stem} prediction", *weights])))
     reduction, normalize = style.reduction, style.normalize
     for layer, per_item in recorded.maps.items():
         reduced: Reduced = per_item[0]  # one image per forward
-        caption = panel_caption(stem, layer, reduction.name, reduced, warned)
+        caption = " | ".join([panel_caption(stem, layer, reduction.name, reduced, warned), *weights])
         if reduction.draws_rgb:  # three maps drawn as R, G, B (pca_rgb)
-            picture = overlay_rgb(reduced.maps, image, sample.metainfo, style.alpha)
+            picture = image.copy() if _per_window(reduced) else overlay_rgb(reduced.maps, image, sample.metainfo,
+                                                                            style.alpha)
             panels.append(Panel(f"featmap/{layer}", picture, caption, layer=layer, stats=reduced.stats))
             continue
         labels = [f"ch {c}" for c in reduced.channels] if reduced.channels and len(reduced.channels) > 1 else None
@@ -71,13 +77,21 @@ def panel_caption(stem: str, layer: str, reduction: str, reduced: Reduced, warne
     values = reduced.maps.numpy()
     if not np.isfinite(values).all():
         notes.append("NaN/Inf present, drawn as the minimum")
-    if any(is_constant(m) for m in values):
+    if _per_window(reduced):  # slide inference, global pooling: the note says it (warned here, once)
+        notes.append(PER_WINDOW_NOTE)
+    elif any(is_constant(m) for m in values):
         notes.append("constant map, not coloured")
     for note in notes:
         if (layer, note) not in warned:
             warned.add((layer, note))
             log.warning("%s (first seen on %s): %s", layer, stem, note)
     if reduced.note:
+        notes = [n for n in notes if n != PER_WINDOW_NOTE]
         notes.insert(0, reduced.note)
     return " | ".join([stem, layer, f"{reduction}{channels}", *notes])
+
+
+def _per_window(reduced: Reduced) -> bool:
+    """A slide-inference map with one value per window (featvis.record.slide), not a map."""
+    return PER_WINDOW_NOTE in (reduced.note or "")
 

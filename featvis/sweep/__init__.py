@@ -7,5 +7,6 @@
     index           the summary's index.html (templates/index.html.j2)
     wandb_summary   the sweep's W&B summary run
     summary         summarize(sweep dir) and `python -m featvis.sweep.summary`
-    callbacks       the Hydra callbacks SweepPlan and SweepSummary
+    callbacks       the Hydra callbacks OutputLock, SweepPlan and SweepSummary
+    outcome         how a sweep ended: one line per job that did not end ok, and the exit code
 """

@@ -1,12 +1,19 @@
-"""featvis's Hydra callbacks for multirun sweeps (conf/config.yaml, `hydra.callbacks`).
+"""featvis's Hydra callbacks (conf/config.yaml, `hydra.callbacks`).
 
+- `OutputLock`: hold the run folder (a single run) or the sweep folder (a multirun)
+  before Hydra writes anything into it, so a second job into a busy folder fails at
+  once (featvis.pipeline.output_folder); a multirun's start is noted for the exit
+  code and the failed jobs' lines (featvis.sweep.outcome);
 - `SweepPlan`: when a sweep starts, write its plan (featvis.sweep.plan), so jobs that
   run the same model share forward passes;
 - `SweepSummary`: after every job, rewrite the sweep's summary (featvis.sweep.summary),
-  so it is complete when the last job ends even when some failed (Hydra skips
-  `on_multirun_end` then); once every job has its result file, with the W&B summary run.
+  so it is complete when the last job ends even when one raised (Hydra then skips
+  `on_multirun_end`; featvis's failed jobs return instead, except under FEATVIS_DEBUG);
+  once every job has its result file, with the W&B summary run.
 
-Neither ever fails a sweep: a problem is logged as a warning.
+Neither of the last two ever fails a sweep: a problem is logged as a warning. A busy or
+unwritable folder stops the run before it starts: `Abort` gets through Hydra's callback
+runner, which would turn an Exception into a warning, to featvis.cli.
 """
 
 from __future__ import annotations
@@ -20,11 +27,46 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from featvis.errors import FeatvisError
+from featvis.pipeline import output_folder
+from featvis.sweep import outcome
 from featvis.sweep.plan import expected_jobs, write_plan
 from featvis.sweep.results import load_results
 from featvis.sweep.summary import INDEX_FILE, summarize
 
 log = logging.getLogger(__name__)
+
+
+class OutputLock(Callback):
+    """One featvis job per folder: the run's or the sweep's folder is held from before Hydra writes into it."""
+
+    def __init__(self) -> None:
+        self._held: Optional[Path] = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._take(Path(str(config.hydra.run.dir)), output_folder.RUN_KEY)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._let_go()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._take(sweep_dir, output_folder.SWEEP_KEY)
+        outcome.started(sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._let_go()
+
+    def _take(self, folder: Path, key: str) -> None:
+        try:
+            self._held = output_folder.acquire(folder, key)
+        except FeatvisError as err:
+            raise output_folder.Abort(err) from err
+
+    def _let_go(self) -> None:
+        if self._held is not None:
+            output_folder.release(self._held)
+            self._held = None
 
 
 class SweepPlan(Callback):

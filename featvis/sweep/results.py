@@ -73,6 +73,8 @@ class JobRecord:
     panel_files: Optional[PanelFiles] = None  # None: the job ran without the local backend
     forwards: Optional[int] = None  # images the model ran on in this job
     reused: Optional[int] = None  # images taken from an earlier job's forward (share_forward)
+    weights: Optional[str] = None  # model.strict=false and the checkpoint did not fit: "partly random weights: ..."
+    labels: Dict[str, str] = field(default_factory=dict)  # image -> its mask's values that are not classes
     model: Optional[str] = None
     checkpoint: Optional[str] = None  # the checkpoint's file name
     layers: Optional[str] = None  # the layer preset
@@ -87,6 +89,7 @@ class JobRecord:
             "job_type": self.job_type, "status": self.status, "error": self.error, "exit_code": self.exit_code,
             "images": list(self.images), "panels": {k: list(v) for k, v in self.panels.items()},
             "panel_files": self.panel_files, "forwards": self.forwards, "reused": self.reused,
+            "weights": self.weights, "labels": dict(self.labels),
             "model": self.model, "checkpoint": self.checkpoint, "layers": self.layers,
             "reduction": self.reduction, "backends": list(self.backends),
             "wandb": None if self.wandb is None else self.wandb.to_json(),
@@ -110,7 +113,9 @@ class JobRecord:
             overrides=list(data.get("overrides") or []), job_type=data.get("job_type") or "default",
             error=data.get("error"), exit_code=int(data.get("exit_code") or 0),
             images=list(data.get("images") or []), panels=panels, panel_files=files,
-            forwards=data.get("forwards"), reused=data.get("reused"), model=data.get("model"),
+            forwards=data.get("forwards"), reused=data.get("reused"), weights=data.get("weights"),
+            labels=dict(data.get("labels") or {}),
+            model=data.get("model"),
             checkpoint=data.get("checkpoint"), layers=data.get("layers"), reduction=data.get("reduction"),
             backends=backends, wandb=WandbSettings.from_json(wandb) if isinstance(wandb, dict) else None,
         )
@@ -163,6 +168,7 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         exit_code=0 if error is None else getattr(error, "exit_code", 1), images=images, panels=panels,
         panel_files=None if local is None else _panel_files(local, out, panels),
         forwards=getattr(result, "forwards", None), reused=getattr(result, "reused", None),
+        weights=getattr(result, "weights", None), labels=dict(getattr(result, "labels", None) or {}),
         model=info.choices.get("model"), checkpoint=_safe(lambda: _basename(cfg.model.checkpoint)),
         layers=info.choices.get("layers"),
         reduction=_safe(lambda: str(cfg.reduction.name)) or info.choices.get("reduction"),

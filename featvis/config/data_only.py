@@ -1,0 +1,224 @@
+"""Presets and model options are data: no config may name code for Hydra to run.
+
+Hydra calls whatever a composed config names: every `hydra.callbacks.<x>._target_`
+(with its `_args_`), nested `_target_`s in a launcher's or sweeper's options, and the
+`class` and `()` keys of `hydra.job_logging` / `hydra.hydra_logging` (Python's logging
+dictConfig imports and calls them); `hydra.job.env_set` sets variables such as
+LD_PRELOAD for every process the job starts. A preset on `hydra.searchpath` could
+otherwise run a file (`_target_: mmengine.config.Config.fromfile`) or truncate one
+(`_target_: builtins.open`).
+
+`install()` (featvis.cli.main) checks every config Hydra composes in this process (the
+run's, the sweep's, each sweep job's) before Hydra uses it: before logging is configured,
+callbacks are built or a launcher is chosen. Allowed are only featvis's own callbacks
+(classes of featvis.sweep.callbacks), the launcher's and sweeper's own `_target_` (Hydra
+itself builds only registered plugins from it) and logging classes of the `logging`
+package. Anything else is a ConfigError naming the key and the file (or command-line
+override) it came from.
+
+Hydra has no public hook for this: `ConfigLoaderImpl.load_configuration` (the composed
+config) and `_load_single_config` (each file, to name where a key came from) are wrapped;
+tests/test_private_apis.py pins both.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from featvis.errors import ConfigError
+
+# keys Hydra's instantiate (and logging's dictConfig, "()") reads as "call this"
+CALL_KEYS = frozenset({"_target_", "_args_", "_partial_", "_recursive_", "_convert_", "_call_", "()"})
+CALLBACKS_MODULE = "featvis.sweep.callbacks"  # the only callbacks a featvis config may name
+PLUGIN_TARGETS = (("hydra", "launcher", "_target_"), ("hydra", "sweeper", "_target_"))
+LOGGING_NODES = ("job_logging", "hydra_logging")
+LOGGING_STREAMS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
+# variables that make the loader or an interpreter run code in every process the job starts
+ENV_DENIED = re.compile(r"^(LD_.*|DYLD_.*|PYTHON.*|PATH|BASH_ENV|ENV|PERL5LIB|PERL5OPT|RUBYOPT|NODE_OPTIONS)$")
+
+Path_ = Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One config file Hydra merged, as it placed it (its keys under their final package)."""
+
+    name: str  # /shared/featvis_conf/preset/ours.yaml, pkg://hydra.conf/hydra/config, ...
+    config: Any  # its content as plain containers (interpolations unresolved)
+
+
+_sources: contextvars.ContextVar[Optional[List[Source]]] = contextvars.ContextVar("featvis_sources", default=None)
+_original: Optional[Tuple[Any, Any]] = None  # Hydra's own two methods, once install() wrapped them
+
+
+def install() -> None:
+    """Check every config Hydra composes from now on in this process (idempotent)."""
+    global _original
+    if _original is not None:
+        return
+    load, load_single = ConfigLoaderImpl.load_configuration, ConfigLoaderImpl._load_single_config
+    _original = (load, load_single)
+
+    def load_configuration(self: ConfigLoaderImpl, config_name: Optional[str], overrides: List[str],
+                           *args: Any, **kwargs: Any) -> DictConfig:
+        token = _sources.set([])
+        try:
+            cfg = load(self, config_name, overrides, *args, **kwargs)
+            check(cfg, _sources.get() or [], overrides)
+        finally:
+            _sources.reset(token)
+        return cfg
+
+    def _load_single_config(self: ConfigLoaderImpl, default: Any, repo: Any) -> Any:
+        result = load_single(self, default, repo)
+        sources = _sources.get()
+        if sources is not None:
+            sources.append(Source(_source_name(result.path, default.config_path), _plain(result.config)))
+        return result
+
+    ConfigLoaderImpl.load_configuration = load_configuration  # type: ignore[method-assign]
+    ConfigLoaderImpl._load_single_config = _load_single_config  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """Give Hydra its own methods back (tests)."""
+    global _original
+    if _original is not None:
+        ConfigLoaderImpl.load_configuration, ConfigLoaderImpl._load_single_config = _original
+        _original = None
+
+
+def check(cfg: Any, sources: Sequence[Source] = (), overrides: Sequence[str] = ()) -> None:
+    """Raise ConfigError for the first key of `cfg` that names code to run, with where it came from."""
+    tree = _plain(cfg)
+    for path, value in _walk(tree, ()):
+        reason = refusal(path, value)
+        if reason is not None:
+            key = ".".join(path)
+            raise ConfigError(f"{key}={_show(value)} in {origin(path, value, sources, overrides)}: {reason}")
+
+
+def refusal(path: Path_, value: Any) -> Optional[str]:
+    """Why the key at `path` (holding `value`) may not be in a featvis config; None when it may."""
+    key = path[-1]
+    fix = "remove it"
+    if path[:1] == ("hydra",) and len(path) > 2 and path[1] in LOGGING_NODES:
+        return _logging_refusal(path, value)
+    if path[:3] == ("hydra", "job", "env_set") and len(path) == 4 and ENV_DENIED.match(key):
+        return (f"a config may not set {key}, which makes every process the job starts load or run "
+                f"other code; set it in your shell if you mean it, or {fix}")
+    if key not in CALL_KEYS:
+        return None
+    if path in PLUGIN_TARGETS:
+        return None  # Hydra builds only a registered launcher or sweeper plugin from it
+    if len(path) == 4 and path[:2] == ("hydra", "callbacks") and key == "_target_" and _is_featvis_callback(value):
+        return None
+    own = ", ".join(f"{CALLBACKS_MODULE}.{name}" for name in featvis_callbacks())
+    return (f"featvis configs are data and may not name code for Hydra to run ({key}); {fix} "
+            f"(the callbacks a config may name: {own})")
+
+
+def _logging_refusal(path: Path_, value: Any) -> Optional[str]:
+    """Python's logging dictConfig imports `class` and calls `()`: only the logging package's own."""
+    key = path[-1]
+    fix = "use a logging.* class, or remove it"
+    if key in ("class", "()"):
+        if isinstance(value, str) and re.fullmatch(r"logging(\.\w+)+", value):
+            return None
+        return f"a logging config may name only classes of Python's logging package ({key}); {fix}"
+    if key in CALL_KEYS - {"()"}:
+        return f"featvis configs are data and may not name code for Hydra to run ({key}); remove it"
+    if isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_STREAMS:
+        return f"a logging config may refer only to {', '.join(sorted(LOGGING_STREAMS))}; remove it"
+    if key == "mode" and len(path) >= 4 and path[-3] == "handlers" and value != "a":
+        return "a logging config may only append to its log files (mode: a); remove the mode"
+    return None
+
+
+def featvis_callbacks() -> List[str]:
+    """The Hydra callbacks featvis ships (the classes of featvis.sweep.callbacks)."""
+    module = importlib.import_module(CALLBACKS_MODULE)
+    return sorted(name for name, obj in vars(module).items()
+                  if isinstance(obj, type) and issubclass(obj, Callback) and obj.__module__ == CALLBACKS_MODULE)
+
+
+def _is_featvis_callback(value: Any) -> bool:
+    if not isinstance(value, str) or not value.startswith(CALLBACKS_MODULE + "."):
+        return False
+    return value[len(CALLBACKS_MODULE) + 1:] in featvis_callbacks()
+
+
+def origin(path: Path_, value: Any, sources: Sequence[Source], overrides: Sequence[str]) -> str:
+    """The last file that set `path` to `value`, else the command-line override that did."""
+    for source in reversed(sources):
+        if _lookup(source.config, path) == value:
+            return source.name
+    for line in reversed(list(overrides)):
+        key = _override_key(line)
+        if key and (key == path[:len(key)] or path == key[:len(path)]):
+            return f"the command-line override {line!r}"
+    return "the composed config"
+
+
+def _override_key(line: str) -> Optional[Path_]:
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([line])
+    except Exception:  # Hydra has refused it already if it mattered
+        return None
+    return tuple(parsed.key_or_group.split("."))
+
+
+def _source_name(root: str, config_path: Optional[str]) -> str:
+    """`file:///shared/conf` + `preset/ours` -> /shared/conf/preset/ours.yaml; pkg:// and structured:// as they are."""
+    if not config_path:
+        return root
+    name = config_path if config_path.endswith((".yaml", ".yml")) else f"{config_path}.yaml"
+    if root.startswith("file://"):
+        return f"{root[len('file://'):].rstrip('/')}/{name}"
+    return f"{root.rstrip('/')}/{config_path}" if not root.endswith("://") else f"{root}{config_path}"
+
+
+def _plain(cfg: Any) -> Any:
+    """A config as plain dicts and lists, interpolations left as written."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
+    return cfg
+
+
+def _walk(node: Any, path: Path_) -> Iterator[Tuple[Path_, Any]]:
+    """(path, value) of every key in a tree of dicts and lists; list items are keyed by index."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*path, str(key)), value
+            yield from _walk(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, (*path, str(index)))
+
+
+def _lookup(node: Any, path: Path_) -> Any:
+    for key in path:
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return _ABSENT
+    return node
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
