@@ -34,7 +34,7 @@ class Drawer:
         self.style, self.visualizer, self.result = style, visualizer, result
         self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
         self.shared: Optional[Dict[str, SharedRange]] = (
-            {} if style.normalize.mode == NormalizeMode.shared else None)  # layer -> its range over the run
+            {} if style.scale.mode == NormalizeMode.shared else None)  # layer -> its range over the run
         self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
         self._queue: "queue.Queue[Optional[Recorded]]" = queue.Queue(maxsize=depth)
         self._error: Optional[BaseException] = None

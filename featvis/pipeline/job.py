@@ -34,6 +34,7 @@ from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder
 from featvis.reduce import registry as reductions
 from featvis.render.panels import DrawStyle
+from featvis.render.scales import ScaleRule
 from featvis.sweep import shared_forward
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
         with visualizer:
             visualizer.start()  # every input is checked by now: open W&B while the model runs
             visualizer.add_config(resolved)
-            style = DrawStyle(cfg.alpha, cfg.normalize, reduction, loaded.dataset_meta, loaded.weights_note)
+            style = DrawStyle(cfg.alpha, ScaleRule.from_config(cfg.normalize), cfg.normalize.scale_bar, reduction,
+                              loaded.dataset_meta, loaded.weights_note)
             with Drawer(style, visualizer, result) as drawer:
                 drawer.submit(early or Recorded(first, *infer(first)))
                 for item in _progress(items, len(samples) - 1):

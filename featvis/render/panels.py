@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
-from featvis.config.schema import NormalizeConfig
 from featvis.record.recorded import Recorded
 from featvis.record.slide import PER_WINDOW_NOTE
 from featvis.reduce.base import Reduced, Reduction
@@ -25,7 +24,8 @@ class DrawStyle:
     """How a job draws its pictures: the parts of its config the render stage reads."""
 
     alpha: float  # weight of the heat map over the image
-    normalize: NormalizeConfig  # colour scales: mode, range, percentiles, colormap, scale_bar
+    scale: ScaleRule  # colour scales (normalize.mode, range, percentiles, colormap)
+    scale_bar: bool  # draw each map's colour scale below it
     reduction: Reduction  # its traits say how its maps are drawn (draws_rgb, layout)
     dataset_meta: Mapping[str, Any]  # the model's classes and palette
     weights_note: Optional[str] = None  # model.strict=false, checkpoint did not fit: in every map's caption
@@ -51,7 +51,7 @@ def make_panels(style: DrawStyle, recorded: Recorded, warned: Set[Tuple[str, str
     weights = [style.weights_note] if style.weights_note else []
     panels.append(Panel("prediction", overlay_labels(pred, image, palette, 0.5),
                         " | ".join([f"{stem} prediction", *weights])))
-    reduction, normalize = style.reduction, style.normalize
+    reduction = style.reduction
     for layer, per_item in recorded.maps.items():
         reduced: Reduced = per_item[0]  # one image per forward
         caption = " | ".join([panel_caption(stem, layer, reduction.name, reduced, warned), *weights])
@@ -61,9 +61,9 @@ def make_panels(style: DrawStyle, recorded: Recorded, warned: Set[Tuple[str, str
             panels.append(Panel(f"featmap/{layer}", picture, caption, layer=layer, stats=reduced.stats))
             continue
         labels = [f"ch {c}" for c in reduced.channels] if reduced.channels and len(reduced.channels) > 1 else None
-        rule = ScaleRule.from_config(normalize, shared=shared[layer].range() if shared else None)
+        rule = replace(style.scale, shared=shared[layer].range()) if shared else style.scale
         drawn = overlay_maps(reduced.maps, image, sample.metainfo, style.alpha, reduction.layout(reduction.config),
-                             labels, scale=rule, scale_bar=normalize.scale_bar)
+                             labels, scale=rule, scale_bar=style.scale_bar)
         described = sorted({describe(s) for s in drawn.scales if s is not None})
         panels.append(Panel(f"featmap/{layer}", drawn.picture, " | ".join([caption, *described]),
                             layer=layer, stats=reduced.stats))
