@@ -3,6 +3,8 @@
 The CLI prints these without a traceback (set FEATVIS_DEBUG=1 to see one).
 """
 
+import os
+
 
 class FeatvisError(Exception):
     """Base class of every error featvis reports to the user in one line."""
@@ -32,3 +34,17 @@ class SkippedImagesError(FeatvisError):
 
 class ReductionError(FeatvisError):
     """A reduction cannot be applied: a missing option, or a layer it does not fit."""
+
+
+def env_number(name: str, default: float) -> float:
+    """A non-negative number from environment variable `name` (`default` when unset); ConfigError otherwise."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name}={text!r} is not a number >= 0: set it to one (default {default:g}) or unset it")
+    return value

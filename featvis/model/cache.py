@@ -12,19 +12,19 @@ cached model: their hooks are removed on every exit path and no gradient is kept
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Tuple
 
 from cachetools import LRUCache
 
+from featvis.errors import env_number
 from featvis.model.load import LoadedModel, ModelSource, build_model, resolve_device
 
 log = logging.getLogger(__name__)
 
 
 def capacity() -> int:
-    return max(0, int(os.environ.get("FEATVIS_MODEL_CACHE", "2")))
+    return int(env_number("FEATVIS_MODEL_CACHE", 2))
 
 
 _MODELS: "LRUCache[Tuple, LoadedModel]" = LRUCache(maxsize=max(1, capacity()))

@@ -18,7 +18,6 @@ and the image file's path, size and modification time.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -26,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from mmseg.structures import SegDataSample
 from torch import nn
 
-from featvis.errors import LayerNotFoundError
+from featvis.errors import LayerNotFoundError, env_number
 from featvis.model.load import LoadedModel
 from featvis.record.layers import Selected, select_layers
 from featvis.reduce.base import Reduced
@@ -52,7 +51,7 @@ _full_warned: List[bool] = []  # the "cache full" line is logged once per proces
 
 
 def capacity_bytes() -> int:
-    return max(0, int(float(os.environ.get("FEATVIS_FORWARD_CACHE_MB", "1024")) * 2 ** 20))
+    return int(env_number("FEATVIS_FORWARD_CACHE_MB", 1024) * 2 ** 20)
 
 
 def clear() -> None:
