@@ -79,6 +79,7 @@ def job(cfg: DictConfig) -> None:
                 result = pipeline.run(config, info)
     except BaseException as err:
         error = err
+        result = getattr(err, "result", None)  # a job that skipped images still did the others
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: nothing to report here
             raise
         # kept in the job's own log file; with FEATVIS_DEBUG the traceback too, as remote

@@ -31,6 +31,10 @@ class SkippedImagesError(FeatvisError):
 
     exit_code = 3  # tells "done, with images skipped" apart from a failed job (1)
 
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result  # what the job did with the other images (a JobResult), for its result file
+
 
 class ReductionError(FeatvisError):
     """A reduction cannot be applied: a missing option, or a layer it does not fit."""

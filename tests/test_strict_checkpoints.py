@@ -7,6 +7,7 @@ at its random initialisation and print a note on stdout only.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Dict
@@ -127,3 +128,21 @@ def test_sweep_result_file_carries_the_weights_note(tmp_path):
     record = job_record(compose_cfg("backends=[wandb]"), JobInfo(output_dir=tmp_path), result, None, None)
     assert record.status == "ok" and record.to_json()["weights"] == note
     assert JobRecord.from_json(record.to_json(), tmp_path).weights == note
+
+
+def test_a_sweep_job_that_skipped_images_keeps_the_weights_note(tmp_path, demo):
+    """Exit 3 (images skipped) still records what the job drew, and with which weights."""
+    ckpt = _broken(tmp_path, demo, "half")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(DEMO_IMAGE.read_bytes())
+    (images / "b.png").write_bytes(DEMO_IMAGE.read_bytes()[: len(DEMO_IMAGE.read_bytes()) // 2])  # truncated
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", f"image={images}", "gt_mask=null", f"model.checkpoint={ckpt}", "model.strict=false",
+                   "backends=[local]", "alpha=0.4,0.6", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 3, proc.stderr
+    for job in ("0", "1"):
+        record = JobRecord.from_json(json.loads((sweep / job / "featvis_result.json").read_text()),
+                                     sweep / job)
+        assert record.status == "skipped-images" and record.images == ["a"]
+        assert record.weights == f"partly random weights: {len(_weights(demo)) // 2} of {len(_weights(demo))} missing"

@@ -120,7 +120,7 @@ def _report_skipped(problems: List[inputs.Problem], result: JobResult) -> None:
     first = problems[0]
     raise SkippedImagesError(f"{len(problems)} image(s) skipped, first {first.path.name}: {first.message}; "
                              f"the other {len(result.images)} are in {result.output_dir} "
-                             "(skipped.txt lists every skipped image)")
+                             "(skipped.txt lists every skipped image)", result)
 
 
 def _progress(items: Iterable[inputs.Loaded], total: int) -> Iterable[inputs.Loaded]:
