@@ -70,9 +70,15 @@ def test_a_second_job_into_a_busy_folder_fails_at_once_and_the_first_keeps_its_o
     lock = out / output_folder.LOCK_FILE
     _wait_for(first, lambda: lock.is_file() and f"pid={first.pid}" in lock.read_text(), "the lock")
 
-    second = run_cli(f"image={_copies(tmp_path / 'b', 2, prefix='other')}", "backends=[local]",
-                     f"hydra.run.dir={out}")
-    assert first.poll() is None, "the first job ended before the second one started: make it longer"
+    # The first job is paused while it holds the folder, so that the second meets it busy
+    # however fast the first would have finished (a 2-core CI machine runs 40 small images
+    # in less time than the second job takes to start).
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = run_cli(f"image={_copies(tmp_path / 'b', 2, prefix='other')}", "backends=[local]",
+                         f"hydra.run.dir={out}")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert second.returncode == 1
     assert _lines(second.stderr) == [f"featvis: error: {out} is in use by featvis job PID {first.pid}: "
                                      "wait for it or pass hydra.run.dir=<another folder>"]
