@@ -61,6 +61,15 @@ def run_cli(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=600)
 
 
+def error_line(proc: subprocess.CompletedProcess, code: int = 1) -> str:
+    """The one line a failed `run.py` printed: exit `code`, exactly one `featvis: error: ` line, no traceback."""
+    assert proc.returncode == code, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("featvis: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]
+
+
 def wandb_records(run_dir: Path) -> List[dict]:
     """Every record of an offline W&B run, read back with `wandb leet inspect --json`."""
     wandb_bin = Path(sys.executable).with_name("wandb")

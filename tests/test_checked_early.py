@@ -4,13 +4,11 @@ cannot be decoded, a reduction that does not fit a layer fail with one line, exi
 
 import pytest
 
-from tests.conftest import DEMO_IMAGE, run_cli
+from tests.conftest import DEMO_IMAGE, error_line, run_cli
 
 
 def _fails_before_writing(proc, out, *words: str) -> None:
-    assert proc.returncode == 1, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("featvis: error: "), proc.stderr
+    lines = [error_line(proc)]
     for word in words:
         assert word in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -11,7 +11,7 @@ import torch
 from featvis.config.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.model.checkpoints import cached_path, resolve_checkpoint
-from tests.conftest import DEMO_IMAGE, run_cli
+from tests.conftest import DEMO_IMAGE, error_line, run_cli
 
 
 def test_null_means_random_weights():
@@ -127,8 +127,6 @@ def test_a_corrupt_cached_download_is_named_with_how_to_remove_it(tmp_path):
     out = tmp_path / "out"
     proc = run_cli(f"model.checkpoint={url}", f"image={DEMO_IMAGE}", "backends=[local]", f"hydra.run.dir={out}",
                    TORCH_HOME=str(torch_home))
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("featvis: error: "), proc.stderr
+    lines = [error_line(proc)]
     assert url in lines[0] and f"delete {cached} and run again" in lines[0]
     assert not (out / "featvis").exists()

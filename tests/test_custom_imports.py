@@ -13,7 +13,7 @@ import pytest
 from featvis.config.paths import ASSETS
 from featvis.errors import ConfigError
 from featvis.model.load import read_config
-from tests.conftest import DEMO_IMAGE, run_cli
+from tests.conftest import DEMO_IMAGE, error_line, run_cli
 
 
 def _config(tmp_path: Path, imports: list) -> Path:
@@ -29,10 +29,7 @@ def test_a_missing_package_is_named_with_how_to_install_it(tmp_path):
     path = _config(tmp_path, ["featvis_no_such_pkg.models"])
     out = tmp_path / "out"
     proc = run_cli(f"model.config={path}", f"image={DEMO_IMAGE}", "backends=[local]", f"hydra.run.dir={out}")
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("featvis: error: "), proc.stderr
-    line = lines[0]
+    line = error_line(proc)
     assert "custom_imports" in line and "'featvis_no_such_pkg.models'" in line
     assert "No module named 'featvis_no_such_pkg'" in line and "pip install featvis_no_such_pkg" in line
     assert "sys.path" not in line and "unexpected" not in line

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from featvis.config import data_only
 from featvis.errors import ConfigError
-from tests.conftest import CONF, DEMO_IMAGE, run_cli
+from tests.conftest import CONF, DEMO_IMAGE, error_line, run_cli
 
 
 def _team(tmp_path: Path, name: str, body: str) -> Path:
@@ -21,13 +21,6 @@ def _team(tmp_path: Path, name: str, body: str) -> Path:
     (team / "preset").mkdir(parents=True, exist_ok=True)
     (team / "preset" / f"{name}.yaml").write_text("# @package _global_\n" + body)
     return team
-
-
-def _one_error_line(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("featvis: error: ") and "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
 
 
 def test_preset_with_builtins_open_creates_no_file_and_names_key_and_file(tmp_path):
@@ -40,7 +33,7 @@ def test_preset_with_builtins_open_creates_no_file_and_names_key_and_file(tmp_pa
     proc = run_cli(f"hydra.searchpath=[file://{team}]", "+preset=evil", f"image={DEMO_IMAGE}",
                    "backends=[local]", f"hydra.run.dir={out}")
     assert proc.returncode == 1
-    line = _one_error_line(proc)
+    line = error_line(proc)
     assert "hydra.callbacks.wipe._target_='builtins.open'" in line
     assert str(team / "preset" / "evil.yaml") in line
     assert victim.read_text() == "keep me" and not created.exists()
@@ -56,7 +49,7 @@ def test_preset_cannot_run_a_python_file_through_config_fromfile(tmp_path):
     proc = run_cli(f"hydra.searchpath=[file://{team}]", "+preset=fromfile", f"image={DEMO_IMAGE}",
                    "backends=[local]", f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 1
-    line = _one_error_line(proc)
+    line = error_line(proc)
     assert "hydra.callbacks.x._target_" in line and "fromfile.yaml" in line
     assert not marker.exists()
 

@@ -19,7 +19,7 @@ from featvis.config.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.model.load import load_model
 from featvis.model.safe_load import load_checkpoint_file, safe_checkpoint_globals
-from tests.conftest import DEMO_IMAGE, run_cli
+from tests.conftest import DEMO_IMAGE, error_line, run_cli
 
 CONFIG = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"
@@ -87,9 +87,7 @@ def test_cli_refuses_malicious_checkpoint_in_one_line(tmp_path, demo):
     path, marker = _malicious(tmp_path, demo)
     out = tmp_path / "out"
     proc = run_cli(f"model.checkpoint={path}", f"image={DEMO_IMAGE}", "backends=[local]", f"hydra.run.dir={out}")
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("featvis: error: "), proc.stderr
+    lines = [error_line(proc)]
     _assert_refusal(lines[0], path)
     assert not marker.exists()
     assert not (out / "featvis").exists()

@@ -22,7 +22,7 @@ from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.pipeline.result import JobResult
 from featvis.sweep.results import JobRecord, job_record
-from tests.conftest import DEMO_IMAGE, compose_cfg, history, run_cli, wandb_records, wandb_runs
+from tests.conftest import DEMO_IMAGE, compose_cfg, error_line, history, run_cli, wandb_records, wandb_runs
 
 CONFIG = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"
@@ -64,10 +64,7 @@ def test_a_checkpoint_that_does_not_fit_fails_in_one_line(tmp_path, demo, kind):
     path = _broken(tmp_path, demo, kind)
     out = tmp_path / "out"
     proc = run_cli(f"model.checkpoint={path}", f"image={DEMO_IMAGE}", "backends=[local]", f"hydra.run.dir={out}")
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("featvis: error: "), proc.stderr
-    line = lines[0]
+    line = error_line(proc)
     assert str(path) in line and "does not fit" in line and "model.strict=false" in line
     assert _expected_counts(demo, kind) in line
     total = len(_weights(demo))
