@@ -39,7 +39,12 @@ def _register_probe():
             return [pooled, marker]
 
 
-def _model():
+FCN_HEAD = dict(type="FCNHead", in_channels=3, in_index=0, channels=4, num_convs=1, num_classes=3, norm_cfg=None,
+                align_corners=False)
+
+
+def _model(decode_head: dict = FCN_HEAD):
+    """The SlideProbe backbone under `decode_head`, in slide inference."""
     from mmseg.apis import init_model
 
     _register_probe()
@@ -48,8 +53,7 @@ def _model():
                    data_preprocessor=dict(type="SegDataPreProcessor", mean=[0, 0, 0], std=[1, 1, 1],
                                           bgr_to_rgb=False),
                    backbone=dict(type="SlideProbe"),
-                   decode_head=dict(type="FCNHead", in_channels=3, in_index=0, channels=4, num_convs=1,
-                                    num_classes=3, norm_cfg=None, align_corners=False),
+                   decode_head=decode_head,
                    test_cfg=dict(mode="slide", crop_size=(CROP, CROP), stride=(STRIDE, STRIDE))),
         test_pipeline=[dict(type="LoadImageFromFile"), dict(type="PackSegInputs")]))
     return init_model(cfg, None, device="cpu")
@@ -152,19 +156,8 @@ def test_whole_mode_maps_are_cropped_of_padding_and_resized_back_to_the_original
 def _psp_slide_model():
     """SlideProbe under a PSPHead: pool scale 1 is global pooling, one value per window under slide.
     No activation: every channel is an affine function of the window's mean, so windows differ."""
-    from mmseg.apis import init_model
-
-    _register_probe()
-    cfg = Config(dict(
-        model=dict(type="EncoderDecoder",
-                   data_preprocessor=dict(type="SegDataPreProcessor", mean=[0, 0, 0], std=[1, 1, 1],
-                                          bgr_to_rgb=False),
-                   backbone=dict(type="SlideProbe"),
-                   decode_head=dict(type="PSPHead", in_channels=3, in_index=0, channels=4, pool_scales=(1, 2),
-                                    num_classes=3, norm_cfg=None, act_cfg=None, align_corners=False),
-                   test_cfg=dict(mode="slide", crop_size=(CROP, CROP), stride=(STRIDE, STRIDE))),
-        test_pipeline=[dict(type="LoadImageFromFile"), dict(type="PackSegInputs")]))
-    return init_model(cfg, None, device="cpu")
+    return _model(dict(type="PSPHead", in_channels=3, in_index=0, channels=4, pool_scales=(1, 2), num_classes=3,
+                       norm_cfg=None, act_cfg=None, align_corners=False))
 
 
 def test_global_pooling_under_slide_is_flagged_not_drawn_as_a_gradient():
