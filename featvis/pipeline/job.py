@@ -20,7 +20,7 @@ from rich.progress import track
 from featvis.backends.base import RunInfo
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.config.job import JobInfo
-from featvis.config.schema import Config, plain, typed, validate
+from featvis.config.schema import Config, plain, validate
 from featvis.data import images as inputs
 from featvis.data import masks
 from featvis.errors import SkippedImagesError
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     """Run one job; `cfg` is the typed Config (a composed DictConfig is validated and converted first)."""
-    cfg = typed(cfg) if isinstance(cfg, Config) else validate(cfg)
+    cfg = cfg if isinstance(cfg, Config) else validate(cfg)
     collected = inputs.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root)
     samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
     problems = list(collected.problems)  # images set aside; more may join while decoding
@@ -93,8 +93,6 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     if inference.reused:
         log.info("%d of %d images drawn from an earlier job's forward pass (share_forward)",
                  inference.reused, inference.reused + inference.forwards)
-    if not result.images:  # every image failed to decode: nothing to show
-        raise inputs.InputError(problems[0].message)
     shutil.rmtree(final, ignore_errors=True)  # an earlier complete job in this folder: replaced
     staging.rename(final)
     log.info("results in %s", final)
