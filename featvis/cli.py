@@ -163,6 +163,9 @@ def one_line(err: BaseException) -> str:
         if key.startswith("hydra."):  # a launcher's or sweeper's option: they have no schema of ours
             return (f"unknown config key {key!r}: check its spelling, or add a key the option's schema "
                     f"lacks with a leading + (+{key}=...); `python run.py --cfg hydra` prints Hydra's keys")
+        if key.startswith("model.cfg_options."):  # an empty dict of mmseg config keys: Hydra adds to it with +
+            return (f"cannot set {key!r}: keys new to model.cfg_options take a leading +, e.g. "
+                    "+model.cfg_options.model.test_cfg.mode=whole or '+model.cfg_options={model.test_cfg.mode: whole}'")
         return f"unknown config key {key!r}: check its spelling (`python run.py --cfg job` prints every key)"
     if isinstance(cause, ValidationError):
         msg = getattr(cause, "msg", str(cause)).splitlines()[0]

@@ -18,6 +18,13 @@ class InputError(FeatvisError):
     """An image or ground-truth mask cannot be used."""
 
 
+class ForwardError(FeatvisError, RuntimeError):
+    """The model's forward pass failed on an image for a reason featvis cannot name (pipeline.forward_errors).
+
+    A RuntimeError too, as most such failures are in torch: code that catches those still catches it.
+    """
+
+
 class CheckpointError(FeatvisError):
     """A checkpoint cannot be found, downloaded or loaded."""
 

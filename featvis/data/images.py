@@ -16,7 +16,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from featvis.config.paths import resolve_asset, resolve_model_config
 from featvis.data.names import Names
 from featvis.errors import InputError
+from featvis.model.options import Options, apply_options
 from featvis.stderr import to_log
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -163,10 +164,15 @@ def _check_pair(path: Path, mask: Optional[Path]) -> Tuple[int, int]:
     return size
 
 
-def collect_dataset(split: str, model_config: Path, data_root: Optional[str]) -> Collected:
-    """The images and ground-truth masks of `<split>_dataloader.dataset` in an mmseg config."""
+def collect_dataset(split: str, model_config: Path, data_root: Optional[str], cfg_options: Options = None,
+                    scale: Optional[Sequence[int]] = None) -> Collected:
+    """The images and ground-truth masks of `<split>_dataloader.dataset` in an mmseg config.
 
-    cfg = Config.fromfile(str(model_config))
+    The config is read with the job's model.cfg_options and model.scale applied (featvis.model.options),
+    as the model will be: cfg_options may set the dataset's data_root; the `data_root` option wins over it.
+    """
+
+    cfg = apply_options(Config.fromfile(str(model_config)), cfg_options, scale)
     loader = cfg.get(f"{split}_dataloader")
     if not loader or "dataset" not in loader:
         splits = [k[: -len("_dataloader")] for k in cfg if k.endswith("_dataloader") and cfg[k]]
@@ -199,11 +205,13 @@ def collect_dataset(split: str, model_config: Path, data_root: Optional[str]) ->
 
 
 def collect_any(image_spec: str, mask_spec: Optional[str], model_config: str,
-                data_root: Optional[str] = None) -> Collected:
-    """`image` as a file, folder or glob, or `dataset:<split>` of the model config."""
+                data_root: Optional[str] = None, cfg_options: Options = None,
+                scale: Optional[Sequence[int]] = None) -> Collected:
+    """`image` as a file, folder or glob, or `dataset:<split>` of the model config (with model.cfg_options)."""
     if image_spec.startswith(DATASET_PREFIX):
 
-        return collect_dataset(image_spec[len(DATASET_PREFIX):], resolve_model_config(model_config), data_root)
+        return collect_dataset(image_spec[len(DATASET_PREFIX):], resolve_model_config(model_config), data_root,
+                               cfg_options, scale)
     return collect(image_spec, mask_spec)
 
 

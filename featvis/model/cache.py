@@ -3,22 +3,23 @@
 Under Hydra's basic launcher every job of a sweep runs in one process, and the joblib
 and Ray launchers reuse their workers: a sweep over layers, reductions or images would
 otherwise load the same checkpoint once per job. Models are keyed by what makes them
-differ (config file, checkpoint file, device, trust, strict), with the files' size and mtime so
-that an edited file is loaded again. At most FEATVIS_MODEL_CACHE models (default 2) are
-kept, least recently used first out (cachetools' LRUCache). Jobs leave nothing on a
-cached model: their hooks are removed on every exit path and no gradient is kept.
+differ (config file, checkpoint file, device, trust, strict, model.cfg_options and
+model.scale), with the files' size and mtime so that an edited file is loaded again. At most
+FEATVIS_MODEL_CACHE models (default 2) are kept, least recently used first out (cachetools'
+LRUCache). Jobs leave nothing on a cached model: their hooks are removed on every exit path and no gradient is kept.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from cachetools import LRUCache
 
 from featvis.errors import env_number
 from featvis.model.load import LoadedModel, ModelSource, build_model, resolve_device
+from featvis.model.options import Options
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,12 @@ def _stamp(path: Optional[str]) -> Optional[Tuple[str, int, int]]:
 
 
 def load(config: str, checkpoint: Optional[str], device: str = "auto", *,
-         trust_checkpoint: bool = False, strict: bool = True) -> LoadedModel:
+         trust_checkpoint: bool = False, strict: bool = True, cfg_options: Options = None,
+         scale: Optional[Sequence[int]] = None) -> LoadedModel:
     """`featvis.model.load.load_model`, or the model an earlier job of this process loaded."""
-    source = ModelSource.resolve(config, checkpoint)  # a URL is downloaded (once) here
+    source = ModelSource.resolve(config, checkpoint, cfg_options, scale)  # a URL is downloaded (once) here
     key = (_stamp(str(source.config_path)), _stamp(source.checkpoint_file), resolve_device(device),
-           trust_checkpoint, strict)
+           trust_checkpoint, strict, source.cfg_options, source.scale)  # other options: another model
     cache = _cache()
     if capacity() and key in cache:
         log.info("model reused from an earlier job of this process (%s, %s)", config, checkpoint)
