@@ -6,6 +6,9 @@ from __future__ import annotations
 import difflib
 import importlib.util
 from pathlib import Path
+from typing import Optional
+
+import yaml
 
 from featvis.errors import ConfigError
 
@@ -43,3 +46,62 @@ def resolve_model_config(spec: str) -> Path:
         raise ConfigError(f"model.config={spec!r}: no such file; pass a config path or an "
                           "mmseg:: name such as mmseg::ann/ann_r50-d8_4xb2-40k_cityscapes-512x1024.py")
     return path
+
+
+# What `auto` stands for (featvis.config.schema): the demo's files apply to the demo model only.
+DEMO_CONFIG = "featvis::configs/demo_pspnet.py"
+DEMO_IMAGES = "featvis::demo/images"
+DEMO_MASKS = "featvis::demo/masks"
+# A real photo for any other model, with no ground truth: Grace Hopper, a US Navy photo in
+# the public domain, as shipped in matplotlib's sample data.
+SAMPLE_IMAGE = "featvis::sample/grace_hopper.jpg"
+
+
+def config_stem(spec: str) -> str:
+    """`mmseg::ann/ann_r50-d8_4xb2-40k_cityscapes-512x1024.py` -> `ann_r50-d8_4xb2-40k_cityscapes-512x1024`."""
+    return Path(spec.split("::", 1)[-1]).stem
+
+
+def is_demo_config(spec: str) -> bool:
+    """Whether model.config names featvis's shipped demo model (by any of its spellings)."""
+    try:
+        return Path(resolve_asset(spec)).expanduser().resolve() == Path(resolve_asset(DEMO_CONFIG)).resolve()
+    except OSError:
+        return False
+
+
+def shipped_checkpoint(spec: str) -> str:
+    """The checkpoint of a shipped config (model.checkpoint=auto), or a ConfigError saying what to pass.
+
+    `featvis::configs/<stem>.py`: `featvis::checkpoints/<stem>.pth`. `mmseg::<algo>/<file>.py`:
+    the `Weights` URL that `<algo>/metafile.yaml` in the mmseg wheel gives for that config.
+    """
+    fix = ("pass model.checkpoint=<a file or URL>, for example a checkpoint of your training run, "
+           "or model.checkpoint=null for random weights")
+    if spec.startswith("featvis::"):
+        stem = config_stem(spec)
+        if (ASSETS / "checkpoints" / f"{stem}.pth").is_file():
+            return f"featvis::checkpoints/{stem}.pth"
+        raise ConfigError(f"model.checkpoint=auto: featvis ships no checkpoint for {spec}: {fix}")
+    if spec.startswith("mmseg::"):
+        rel = spec[len("mmseg::"):]
+        url = _metafile_weights(mmseg_configs_root(), rel)
+        if url is None:
+            raise ConfigError(f"model.checkpoint=auto: mmseg's metafile names no checkpoint for {spec}: {fix}")
+        return url
+    raise ConfigError(f"model.checkpoint=auto: model.config={spec!r} is a config of your own, so featvis "
+                      f"cannot know its weights: {fix}")
+
+
+def _metafile_weights(root: Path, rel: str) -> Optional[str]:
+    """The `Weights` of the metafile.yaml entry whose `Config` is `configs/<rel>`; None when there is none."""
+    metafile = root / Path(rel).parts[0] / "metafile.yaml"
+    try:
+        models = (yaml.safe_load(metafile.read_text()) or {}).get("Models") or []
+    except (OSError, yaml.YAMLError):
+        return None
+    want = f"configs/{Path(rel).as_posix()}"
+    for model in models:
+        if isinstance(model, dict) and model.get("Config") == want and model.get("Weights"):
+            return str(model["Weights"])
+    return None

@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from featvis.backends.visualizer import known_backend_types
+from featvis.config import paths
 from featvis.errors import ConfigError
 from featvis.reduce import registry as reductions
 from featvis.reduce.base import ReductionConfig
@@ -70,25 +71,38 @@ class WandbMode(Choice):
     disabled = "disabled"
 
 
+AUTO = "auto"
+
+
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # short name, used in run names
     config: str = MISSING  # a path, `mmseg::<algo>/<file>.py` or `featvis::<file>`
-    checkpoint: Optional[str] = None  # a path, a URL, `featvis::<file>`, or null = random init
+    name: Optional[str] = None  # short name for logs and listings; null = the config file's stem
+    # a path, a URL, `featvis::<file>`, null = random weights, or auto = the checkpoint of a
+    # shipped config (mmseg::: the URL its metafile.yaml names; featvis::: the shipped file);
+    # a config of your own has no auto checkpoint: give one (or null)
+    checkpoint: Optional[str] = AUTO
+    # merged into the mmseg config before the model is built (MMEngine's Config.merge_from_dict,
+    # as mmseg's tools' --cfg-options): e.g. {model.test_cfg.mode: whole}
+    cfg_options: Dict[str, Any] = field(default_factory=dict)
+    # [width, height] for the test pipeline's Resize (mmseg's `scale`; keep_ratio stays the config's)
+    scale: Optional[List[int]] = None
     # Checkpoints are pickles: by default they load with torch's weights_only=True, which
     # cannot run code. true = full unpickling, for checkpoints from a source you trust only.
     trust_checkpoint: bool = False
     # A checkpoint whose keys or shapes differ from the model's is an error; false = draw
     # anyway (what does not fit stays random), said in the log, the captions and the result.
     strict: bool = True
-    # layer presets of this model, picked by the `layers` group: {preset: [names or globs]}
+    # refinements of the generic layer presets (featvis.record.presets): {preset: [layer specs]}
     layer_presets: Dict[str, List[str]] = field(default_factory=dict)
 
 
 @dataclass
 class LayersConfig:
-    preset: Optional[str] = None  # which of model.layer_presets `names` came from
-    names: List[str] = MISSING  # exact module names or glob patterns, in drawing order
+    # a preset, resolved on the built model (featvis.record.presets): backbone, neck, decoder,
+    # auxiliary, dense; or one of model.layer_presets. Ignored (set to null) when `names` is given.
+    preset: Optional[str] = None
+    names: Optional[List[str]] = None  # exact module names or glob patterns, in drawing order
 
 
 @dataclass
@@ -128,8 +142,11 @@ class Config:
     layers: LayersConfig = MISSING
     reduction: ReductionConfig = MISSING  # a reduction's own config dataclass (featvis.reduce), merged by its YAML
     backends: Dict[str, BackendConfig] = field(default_factory=dict)
-    image: str = MISSING  # a file, a folder or a glob
-    gt_mask: Optional[str] = None  # a file, a folder or a glob; matched to images by file stem
+    # a file, a folder or a glob; auto = the demo scenes for the demo model, a sample photo for any other
+    image: str = AUTO
+    # a file, a folder or a glob, matched to images by file stem; auto = the demo scenes'
+    # masks when drawing the demo model on them, else none
+    gt_mask: Optional[str] = AUTO
     device: str = "auto"  # auto = cuda if available, else cpu
     alpha: float = 0.5  # weight of the heat map over the image
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
@@ -171,15 +188,19 @@ def validate(cfg: DictConfig) -> Config:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(_interpolation_hint(cfg, err)) from err
+    resolve_auto(cfg)
 
     if not cfg.listing.filter:
         raise ConfigError("listing.filter is empty: use a glob such as listing.filter='decode_head.*' "
                           "(default '*': every module)")
     if cfg.listing.max_depth is not None and cfg.listing.max_depth < 1:
         raise ConfigError(f"listing.max_depth={cfg.listing.max_depth} must be at least 1 (or null for all)")
-    if not cfg.layers.names:
+    if cfg.layers.names is not None and not cfg.layers.names:
         raise ConfigError("layers.names is empty: pick a preset (layers=decoder) or list names, "
                           "e.g. layers.names=[decode_head.conv_seg]")
+    if cfg.model.scale is not None and (len(cfg.model.scale) != 2 or min(cfg.model.scale) < 1):
+        raise ConfigError(f"model.scale={list(cfg.model.scale)} must be [width, height], both at least 1 "
+                          "(the test pipeline's Resize scale), or null for the config's own")
     reductions.check(cfg.reduction)  # a known name, its own config type, its option values
     if not 0.0 <= cfg.alpha <= 1.0:
         raise ConfigError(f"alpha={cfg.alpha} must be between 0 and 1")
@@ -204,6 +225,32 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(f"normalize.percentiles={list(norm.percentiles)} must be [low, high] "
                           "with 0 <= low < high <= 100")
     return typed(cfg)
+
+
+def resolve_auto(cfg: DictConfig) -> None:
+    """Settle what follows from model.config, in place, so that logs, listings, results and W&B say it.
+
+    - model.name: null -> the config file's stem;
+    - model.checkpoint: auto -> the shipped config's checkpoint (config.paths.shipped_checkpoint);
+    - image: auto -> the demo scenes for the demo model, a sample photo for any other;
+    - gt_mask: auto -> the demo scenes' masks when the demo model draws the demo scenes, else null;
+    - layers: names given -> no preset (the names are what is drawn); neither -> an error.
+    """
+    model = cfg.model
+    demo = paths.is_demo_config(model.config)
+    if model.name is None:
+        model.name = paths.config_stem(model.config)
+    if model.checkpoint == AUTO:
+        model.checkpoint = paths.shipped_checkpoint(model.config)
+    if cfg.image == AUTO:
+        cfg.image = paths.DEMO_IMAGES if demo else paths.SAMPLE_IMAGE
+    if cfg.gt_mask == AUTO:
+        cfg.gt_mask = paths.DEMO_MASKS if demo and cfg.image == paths.DEMO_IMAGES else None
+    if cfg.layers.names is not None:
+        cfg.layers.preset = None
+    elif cfg.layers.preset is None:
+        raise ConfigError("no layers chosen: pick a preset (layers=decoder, backbone, neck, auxiliary, dense) "
+                          "or list names, e.g. layers.names=[decode_head.conv_seg]")
 
 
 def typed(cfg: Any) -> Config:
@@ -239,11 +286,5 @@ def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
 
 
 def _interpolation_hint(cfg: DictConfig, err: OmegaConfBaseException) -> str:
-    """Explain the usual interpolation failure: a layers preset the model lacks."""
-    text = str(err).splitlines()[0]
-    match = re.search(r"layer_presets\.(\w+)", text)
-    if match:
-        presets = sorted(OmegaConf.to_container(cfg.model.layer_presets, resolve=False))
-        return (f"model {cfg.model.name!r} has no {match.group(1)!r} layer preset: "
-                f"use one of {presets} (layers=...), or list names with layers.names=[...]")
-    return f"the config cannot be resolved: {text}"
+    """The first line of an interpolation failure (`${...}` naming a key that is not there)."""
+    return f"the config cannot be resolved: {str(err).splitlines()[0]}"

@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from mmengine.registry import VISBACKENDS
 
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
+from featvis.config.paths import config_stem
 from featvis.errors import SkippedImagesError
 from featvis.io import write_atomic
 from featvis.pipeline.result import RESULTS_DIR, JobResult
@@ -169,7 +170,8 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         panel_files=None if local is None else _panel_files(local, out, panels),
         forwards=getattr(result, "forwards", None), reused=getattr(result, "reused", None),
         weights=getattr(result, "weights", None), labels=dict(getattr(result, "labels", None) or {}),
-        model=info.choices.get("model"), checkpoint=_safe(lambda: _basename(cfg.model.checkpoint)),
+        model=_safe(lambda: cfg.model.name or config_stem(cfg.model.config)) or info.choices.get("model"),
+        checkpoint=_safe(lambda: _basename(cfg.model.checkpoint)),
         layers=info.choices.get("layers"),
         reduction=_safe(lambda: str(cfg.reduction.name)) or info.choices.get("reduction"),
         backends=_safe(lambda: sorted(cfg.backends.keys())) or [], wandb=wandb,
