@@ -78,7 +78,7 @@ def _bad_inputs(tmp: Path) -> dict:
         "bad value": (["alpha=2"], ["alpha=2.0 must be between 0 and 1"]),
         "wrong type": (["alpha=high"], ["alpha", "high"]),
         "unknown choice": (["normalize.mode=global"], ["normalize.mode", "global", "per_map, shared, fixed"]),
-        "missing preset": (["layers.names=${model.layer_presets.neck}"], ["no 'neck' layer preset", "decoder"]),
+        "missing preset": (["layers=neck"], ["no 'neck' preset (it has no neck)", "'decoder'"]),
     }
 
 

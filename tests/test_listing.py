@@ -63,11 +63,12 @@ def test_decoder_layers_with_the_shapes_the_model_really_produced(demo, demo_lis
     assert (n, classes) == (1, 4)
     rows = table(demo_listing)
     assert rows["decode_head.conv_seg"][:2] == ["Conv2d", f"1x4x{h}x{w}"]
-    assert rows["decode_head.conv_seg"][2] == "decoder, dense"
+    assert rows["decode_head.conv_seg"][2] == "decoder/input, decoder, dense"  # what enters it, and its logits
     assert rows["decode_head.bottleneck"][0] == "ConvModule" and rows["decode_head.bottleneck"][2] == "decoder"
     assert rows["decode_head.psp_modules"][1].startswith("(") and rows["decode_head.psp_modules"][1].count("x") == 12
-    assert rows["backbone.layer4"][2] == "backbone"
-    assert rows["auxiliary_head.conv_seg"][1:] == ["-", "auxiliary, dense"]  # no auxiliary head at inference
+    assert rows["backbone"][2] == "backbone" and rows["backbone.layer4"][2] == ""  # the stages it returns
+    # mmseg never runs the auxiliary head at inference; featvis runs it to draw it, and lists what it gives
+    assert rows["auxiliary_head.conv_seg"][1:] == [f"1x4x{h}x{w}", "auxiliary/input, auxiliary, dense"]
     assert rows["backbone.layer1.0.relu"][1].endswith(" x2")  # a block's ReLU runs twice
     fed = "x".join(map(str, sample.metainfo["img_shape"]))
     header = demo_listing.split("\n\n")[0]
@@ -116,7 +117,7 @@ def test_filter_matching_nothing_fails_in_one_line(demo, overrides, words):
 def test_a_preset_that_does_not_resolve_is_reported_not_fatal(demo):
     text = list_modules(compose_cfg("mode=list", "+model.layer_presets.bogus=[nope.*]",
                                     "listing.filter=decode_head.conv_seg"), demo)
-    assert table(text)["decode_head.conv_seg"][2] == "decoder, dense"
+    assert table(text)["decode_head.conv_seg"][2] == "decoder/input, decoder, dense"
     assert "preset 'bogus' does not resolve on this model: pattern 'nope.*' matches no module" in text
 
 

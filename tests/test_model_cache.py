@@ -33,7 +33,7 @@ def test_jobs_over_layers_load_the_checkpoint_once(tmp_path, init_calls):
     _run(tmp_path, "c", "reduction=topk")
     assert len(init_calls) == 1
     assert sorted(p.name for p in (tmp_path / "b" / "featvis" / "local" / "scene_000" / "featmap").iterdir()) == [
-        f"backbone.layer{i}.png" for i in range(1, 5)]
+        f"backbone[{i}].png" for i in range(4)]  # one per stage the backbone returns
 
 
 def test_another_checkpoint_file_is_another_model(tmp_path, init_calls):

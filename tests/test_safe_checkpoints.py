@@ -216,5 +216,5 @@ def test_allow_list_is_scoped_to_the_call():
     before = list(torch.serialization.get_safe_globals())
     load_checkpoint_file(str(DEMO_CKPT))
     after = torch.serialization.get_safe_globals()
-    assert after == before
+    assert set(after) == set(before)  # its order follows torch's own registry, which imports may reorder
     assert not [g for g in safe_checkpoint_globals() if g in after and g is not collections.OrderedDict]

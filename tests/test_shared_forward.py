@@ -25,8 +25,12 @@ def test_plan_groups_jobs_by_model_checkpoint_and_reduction():
     # normalize is drawn after recording: it shares; checkpoint and reduction make groups of their own
     assert sorted(g["jobs"] for g in plan.values()) == [3, 3, 6]
     biggest = max(plan.values(), key=lambda g: g["jobs"])
-    union = [n for p in PRESETS for n in compose_cfg(f"layers={p}").layers.names]
-    assert biggest["layers"] == list(dict.fromkeys(union))  # first-seen order, no repeats
+    # presets are resolved on the model by each job: the plan holds them as `preset:<name>`
+    assert biggest["layers"] == [f"preset:{p}" for p in PRESETS]
+    named = make_plan([compose_cfg("layers.names=[backbone.layer1,decode_head.bottleneck]"),
+                       compose_cfg("layers.names=[decode_head.bottleneck,backbone.layer2]")])
+    (group,) = named.values()
+    assert group["layers"] == ["backbone.layer1", "decode_head.bottleneck", "backbone.layer2"]  # first seen, once
     assert share_key(compose_cfg("reduction=topk")) != share_key(compose_cfg("reduction=topk", "reduction.topk=2"))
     assert share_key(compose_cfg("reduction=topk")) == share_key(
         compose_cfg("reduction=topk", "reduction.arrangement=[1,4]"))  # drawn after recording

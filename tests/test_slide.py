@@ -219,8 +219,9 @@ def test_demo_pspnet_under_slide_draws_its_pooling_branch_as_the_plain_image(tmp
     config.write_text(f"_base_ = [{str(ASSETS / 'configs' / 'demo_pspnet.py')!r}]\n"
                       "model = dict(test_cfg=dict(mode='slide', crop_size=(128, 128), stride=(96, 96)))\n")
     with caplog.at_level(logging.WARNING):
-        pipeline.run(compose_cfg(f"model.config={config}", f"image={DEMO_IMAGE}", "backends=[local]",
-                                 "layers.names=[decode_head.psp_modules]"), JobInfo(output_dir=tmp_path / "job"))
+        pipeline.run(compose_cfg(f"model.config={config}", "model.checkpoint=featvis::checkpoints/demo_pspnet.pth",
+                                 f"image={DEMO_IMAGE}", "backends=[local]", "layers.names=[decode_head.psp_modules]"),
+                     JobInfo(output_dir=tmp_path / "job"))
     folder = tmp_path / "job" / "featvis" / "local" / DEMO_IMAGE.stem / "featmap"
     image = cv2.imread(str(DEMO_IMAGE))
     assert np.array_equal(cv2.imread(str(folder / "decode_head.psp_modules[0].png")), image)

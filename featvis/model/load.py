@@ -9,16 +9,18 @@ come from its meta as in mmseg's `init_model`. Before loading, featvis compares 
 checkpoint's keys and shapes with the model's (featvis.model.mismatch): a checkpoint that
 does not fit is an error unless model.strict=false, which draws anyway and says so.
 SyncBN layers (used by most public configs) are reverted to plain BN when not on CUDA,
-where SyncBN cannot run.
+where SyncBN cannot run. A job's overrides of the mmseg config (model.cfg_options, model.scale)
+are applied right after the config is read (featvis.model.options), before anything is built.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -32,10 +34,12 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mmseg.apis import init_model
 from mmseg.registry import DATASETS
 
-from featvis.config.paths import resolve_model_config
+from featvis.config.paths import resolve_model_config, shipped_checkpoint
 from featvis.errors import CheckpointError, ConfigError
+from featvis.model import extras
 from featvis.model.checkpoints import is_url, resolve_checkpoint
 from featvis.model.mismatch import REVISE_KEYS, KeyMismatch, compare
+from featvis.model.options import Options, apply_options, canonical, frozen_scale
 from featvis.model.safe_load import UnsafeCheckpointError, load_checkpoint_file
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ class LoadedModel:
     dataset_meta: Dict[str, Any]  # classes and palette
     checkpoint: Optional[str]  # the local file the weights came from; None = random init
     mismatch: Optional[KeyMismatch] = None  # how the checkpoint did not fit (model.strict=false); None: it did
+    config: Optional[str] = None  # model.config as given, for messages; None: not known
 
     @property
     def weights_note(self) -> Optional[str]:
@@ -71,17 +76,27 @@ class ModelSource:
     config_path: Path  # the existing config file
     checkpoint: Optional[str]  # model.checkpoint as given: a path, a URL, or None (random weights)
     checkpoint_file: Optional[str]  # the local file (a URL is downloaded once), or None
+    cfg_options: str = "{}"  # model.cfg_options, flattened, as JSON (featvis.model.options.canonical)
+    scale: Optional[Tuple[int, int]] = None  # model.scale: (width, height) of the test Resize, or None
 
     @classmethod
-    def resolve(cls, config: str, checkpoint: Optional[str]) -> "ModelSource":
-        return cls(config, resolve_model_config(config), checkpoint, resolve_checkpoint(checkpoint))
+    def resolve(cls, config: str, checkpoint: Optional[str], cfg_options: Options = None,
+                scale: Optional[Sequence[int]] = None) -> "ModelSource":
+        if checkpoint == "auto":  # model.checkpoint=auto: the shipped config's own (featvis.config.paths)
+            checkpoint = shipped_checkpoint(config)
+        return cls(config, resolve_model_config(config), checkpoint, resolve_checkpoint(checkpoint),
+                   canonical(cfg_options), frozen_scale(scale))
 
 
 def load_model(config: str, checkpoint: Optional[str], device: str = "auto", *,
-               trust_checkpoint: bool = False, strict: bool = True) -> LoadedModel:
-    """Build the model of `config` with the weights of `checkpoint` (None: random weights)."""
-    return build_model(ModelSource.resolve(config, checkpoint), device, trust_checkpoint=trust_checkpoint,
-                       strict=strict)
+               trust_checkpoint: bool = False, strict: bool = True, cfg_options: Options = None,
+               scale: Optional[Sequence[int]] = None) -> LoadedModel:
+    """Build the model of `config` with the weights of `checkpoint` (None: random weights).
+
+    `cfg_options` and `scale`: model.cfg_options and model.scale (featvis.model.options).
+    """
+    return build_model(ModelSource.resolve(config, checkpoint, cfg_options, scale), device,
+                       trust_checkpoint=trust_checkpoint, strict=strict)
 
 
 def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: bool = False,
@@ -96,13 +111,16 @@ def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: 
     device = resolve_device(device)
     config, checkpoint = source.config, source.checkpoint
     config_path, local_ckpt = source.config_path, source.checkpoint_file
-    cfg = read_config(config, config_path)
+    cfg = apply_options(read_config(config, config_path), json.loads(source.cfg_options), source.scale)
     if local_ckpt is None:
         state = None
         log.warning("!!! model.checkpoint=null: %s has RANDOM weights. Its prediction and feature maps "
                     "show an untrained network; pass model.checkpoint=<file> for real ones. !!!", config)
     else:  # read before the model is built: a refused or broken file fails at once
         state = _read_checkpoint(local_ckpt, checkpoint, trust_checkpoint)
+    missing_extra = extras.check_config(config, cfg.get("model"))  # MaskFormer without mmdet: a clear line
+    if missing_extra:
+        raise ConfigError(missing_extra)
     model = init_model(cfg, None, device="cpu")
     meta, mismatch = None, None
     if state is not None:
@@ -122,7 +140,8 @@ def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: 
         meta = {**meta, "palette": dataset_meta_from_config(cfg, model)["palette"]}
     meta = meta or dataset_meta_from_config(cfg, model)
     model.dataset_meta = meta
-    return LoadedModel(model=model, device=device, dataset_meta=meta, checkpoint=local_ckpt, mismatch=mismatch)
+    return LoadedModel(model=model, device=device, dataset_meta=meta, checkpoint=local_ckpt, mismatch=mismatch,
+                       config=config)
 
 
 def read_config(config: str, config_path: Path) -> Config:
@@ -151,6 +170,8 @@ def _import_failure(config: str, err: ImportError) -> str:
     head = f"{what}: cannot import {wanted!r} ({cause})" if wanted else f"{what}: {cause}"
     if missing:
         top = missing.split(".")[0]
+        if extras.advice(top):  # mmdet, mmpretrain, torchvision: a featvis extra, and the families that need it
+            return f"{head}: {extras.advice(top)}"
         return (f"{head}: install the package that provides {top!r} (for example pip install {top}), "
                 "or put the folder that holds it on PYTHONPATH")
     return f"{head}: fix that module, or remove it from custom_imports"

@@ -27,9 +27,9 @@ from featvis.errors import SkippedImagesError
 from featvis.model import cache as model_cache
 from featvis.pipeline import output_folder
 from featvis.pipeline.drawer import Drawer
-from featvis.pipeline.inference import Inference, first_pass
+from featvis.pipeline.inference import Inference, check_drawn, first_pass
 from featvis.pipeline.result import RESULTS_DIR, JobResult
-from featvis.record.layers import select_layers
+from featvis.record import presets
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder
 from featvis.reduce import registry as reductions
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     """Run one job; `cfg` is the typed Config (a composed DictConfig is validated and converted first)."""
     cfg = cfg if isinstance(cfg, Config) else validate(cfg)
-    collected = inputs.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root)
+    collected = inputs.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root,
+                                   cfg.model.cfg_options, cfg.model.scale)
     samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
     problems = list(collected.problems)  # images set aside; more may join while decoding
     for problem in problems:
@@ -61,9 +62,12 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     visualizer = FeatureVisualizer(resolved["backends"], staging, run_info)
 
     loaded = model_cache.load(cfg.model.config, cfg.model.checkpoint, cfg.device,
-                              trust_checkpoint=cfg.model.trust_checkpoint, strict=cfg.model.strict)
-    layers = select_layers(loaded.model, list(cfg.layers.names))
-    log.info("model %s on %s; layers: %s", cfg.model.name, loaded.device, ", ".join(layer.name for layer in layers))
+                              trust_checkpoint=cfg.model.trust_checkpoint, strict=cfg.model.strict,
+                              cfg_options=cfg.model.cfg_options, scale=cfg.model.scale)
+    layers = presets.select(loaded.model, presets.requested(cfg.layers.preset, cfg.layers.names),
+                            cfg.model.layer_presets)
+    log.info("model %s on %s; layers%s: %s", cfg.model.name, loaded.device,
+             f" (preset {cfg.layers.preset})" if cfg.layers.preset else "", ", ".join(layer.name for layer in layers))
     reduction = reductions.build(cfg.reduction, loaded.model)  # its options and class are checked before any output
 
     result = JobResult(output_dir=final, weights=loaded.weights_note)  # model.strict=false: what did not fit
@@ -80,13 +84,18 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
         first = _first_image(items, problems)  # a single image that does not decode fails before any output
         # class_map fits some layers only, which a real map tells: its first image runs before any output too
         early = Recorded(first, *infer(first)) if reduction.fits_some_layers else None
+        if early is not None:
+            check_drawn(early, layers, inference)
         with visualizer:
             visualizer.start()  # every input is checked by now: open W&B while the model runs
             visualizer.add_config(resolved)
             style = DrawStyle(cfg.alpha, ScaleRule.from_config(cfg.normalize), cfg.normalize.scale_bar, reduction,
                               loaded.dataset_meta, loaded.weights_note)
             with Drawer(style, visualizer, result) as drawer:
-                drawer.submit(early or Recorded(first, *infer(first)))
+                if early is None:  # the layers that never ran, or a job with no map: fails on the first image
+                    early = Recorded(first, *infer(first))
+                    check_drawn(early, layers, inference)
+                drawer.submit(early)
                 for item in _progress(items, len(samples) - 1):
                     drawer.submit(Recorded(item, *infer(item)))
     result.forwards, result.reused = inference.forwards, inference.reused

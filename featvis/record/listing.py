@@ -14,7 +14,8 @@ Outputs are written compactly: a tensor `1x64x24x32`, a tuple or list `(a, b)`, 
 `{key: a}`, anything else by its type name; `x3` after an output means the module ran
 three times with it; `-` means no forward hook saw it run (an auxiliary head or a loss
 at inference, or a head whose `predict` calls its `forward` directly), so featvis cannot
-draw it.
+draw it. Auxiliary heads are run as featvis runs them to draw them (featvis.record.auxiliary).
+The presets column tags what each preset (featvis.record.presets) draws, only where it ran.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from featvis.config.schema import Config, validate
 from featvis.data import images as inputs
 from featvis.errors import LayerNotFoundError
 from featvis.model.load import LoadedModel, load_model
+from featvis.pipeline.forward_errors import explained
+from featvis.record import presets as layer_presets
+from featvis.record.auxiliary import AuxiliaryRun
 from featvis.record.hooks import HookSet
-from featvis.record.layers import closest_names, format_pick, select_layers
+from featvis.record.layers import INPUT, closest_names, format_pick, select_layers
 
 MAX_ITEMS = 8  # elements of a tuple, list or dict written out before `...`
 MAX_NESTING = 4  # levels of nested containers written out
@@ -127,19 +131,22 @@ def filter_names(names: Sequence[str], pattern: str, max_depth: Optional[int]) -
     return shallow
 
 
-def preset_marks(model: nn.Module,
-                 presets: Mapping[str, Sequence[str]]) -> Tuple[Dict[str, List[str]], Dict[str, str]]:
-    """{module name: [presets holding it]} (with the pick, `backbone[2]`), and {preset: why it fails}."""
+def preset_marks(model: nn.Module, presets: Mapping[str, Sequence[str]],
+                 ran: Optional[Callable[[str], bool]] = None) -> Tuple[Dict[str, List[str]], Dict[str, str]]:
+    """{module name: [presets holding it]} (with the pick, `backbone[2]`; `decoder/input` for what
+    enters it), and {preset: why it fails}. With `ran`, only the modules that ran are tagged."""
     marks: Dict[str, List[str]] = {}
     broken: Dict[str, str] = {}
     for preset, specs in presets.items():
         try:
-            selected = select_layers(model, list(specs))
+            selected = select_layers(model, list(specs), optional=True)
         except LayerNotFoundError as err:
             broken[preset] = str(err)
             continue
         for sel in selected:
-            label = preset + format_pick(sel.pick)
+            if ran is not None and not ran(sel.module_name):
+                continue  # never tag what does not run: it would draw nothing
+            label = preset + (INPUT if sel.port == "input" else "") + format_pick(sel.pick)
             labels = marks.setdefault(sel.module_name, [])
             if label not in labels:
                 labels.append(label)
@@ -168,19 +175,22 @@ def list_modules(cfg: Union[Config, DictConfig], loaded: Optional[LoadedModel] =
     """
     cfg = cfg if isinstance(cfg, Config) else validate(cfg)
     # masks play no part in a listing
-    samples = inputs.collect_any(cfg.image, None, cfg.model.config, cfg.data_root).usable()
+    samples = inputs.collect_any(cfg.image, None, cfg.model.config, cfg.data_root, cfg.model.cfg_options,
+                                 cfg.model.scale).usable()
     if loaded is None:
         loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device,
-                            trust_checkpoint=cfg.model.trust_checkpoint, strict=cfg.model.strict)
+                            trust_checkpoint=cfg.model.trust_checkpoint, strict=cfg.model.strict,
+                            cfg_options=cfg.model.cfg_options, scale=cfg.model.scale)
     model = loaded.model
     all_names = [n for n, _ in model.named_modules() if n]
     names = filter_names(all_names, cfg.listing.filter, cfg.listing.max_depth)
-    presets = {name: list(specs) for name, specs in cfg.model.layer_presets.items()}
-    marks, broken = preset_marks(model, presets)
-
     item = inputs.load(samples[0])
     with OutputShapes(model) as shapes:
-        result = inference_model(model, item.image_bgr)
+        AuxiliaryRun.attach(shapes, model)  # featvis runs auxiliary heads to draw them: list what they output
+        with explained(model, item, cfg.model.config):  # a too-small image: one line saying so
+            result = inference_model(model, item.image_bgr)
+    marks, broken = preset_marks(model, layer_presets.available(model, cfg.model.layer_presets),
+                                 ran=lambda name: shapes.text(name) != NOT_RUN)
     rows = module_rows(model, names, shapes, marks)
 
     fed = result.metainfo.get("img_shape")

@@ -58,6 +58,7 @@ class Reduced:
     # activation statistics of the full (C, H, W) map before reduction (set by the recorder):
     # {"mean", "std", "zero_fraction", "max"}; None where not computed (Grad-CAM)
     stats: Optional[Dict[str, float]] = None
+    stride: Optional[float] = None  # input pixels per map pixel (8.0: a 1/8 map); set by the recorder
 
 
 @dataclass

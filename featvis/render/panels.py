@@ -71,7 +71,8 @@ def make_panels(style: DrawStyle, recorded: Recorded, warned: Set[Tuple[str, str
 
 
 def panel_caption(stem: str, layer: str, reduction: str, reduced: Reduced, warned: Set[Tuple[str, str]]) -> str:
-    """`image | layer | reduction ch N`, plus what is wrong with the values, warned once per layer."""
+    """`image | layer 1/8 | reduction ch N` (1/8: the map's stride), plus what is wrong with the values,
+    warned once per layer."""
     channels = f" ch {reduced.channels[0]}" if reduced.channels and len(reduced.channels) == 1 else ""
     notes = []
     values = reduced.maps.numpy()
@@ -88,7 +89,16 @@ def panel_caption(stem: str, layer: str, reduction: str, reduced: Reduced, warne
     if reduced.note:
         notes = [n for n in notes if n != PER_WINDOW_NOTE]
         notes.insert(0, reduced.note)
-    return " | ".join([stem, layer, f"{reduction}{channels}", *notes])
+    return " | ".join([stem, layer + stride_text(reduced.stride), f"{reduction}{channels}", *notes])
+
+
+def stride_text(stride: Optional[float]) -> str:
+    """` 1/8` for a map one eighth of the input's size (` 1/7.5` off the integers, ` x2` above it)."""
+    if not stride or stride <= 0:
+        return ""
+    if stride < 1:
+        return f" x{1 / stride:.3g}"
+    return f" 1/{round(stride)}" if abs(stride - round(stride)) < 0.05 * stride else f" 1/{stride:.3g}"
 
 
 def _per_window(reduced: Reduced) -> bool:

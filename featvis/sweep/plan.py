@@ -1,7 +1,7 @@
 """What a multirun sweep will ask of each model, known before its first job runs.
 
-Jobs that run the same model (config, checkpoint, device) with the same reduction
-compute the same reduced map of a layer for an image, whatever else they differ in
+Jobs that run the same model (config, checkpoint, device, model.cfg_options and model.scale)
+with the same reduction compute the same reduced map of a layer for an image, whatever else they differ in
 (layers, colour scales, backends). When a sweep starts, `write_plan` expands its
 overrides the way Hydra's basic sweeper does, composes every job's config and groups
 the jobs by `share_key`; `<sweep dir>/featvis_plan.json` then holds, per group, the
@@ -34,7 +34,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from featvis.config.paths import shipped_checkpoint
+from featvis.config.schema import AUTO
+from featvis.errors import ConfigError
 from featvis.io import write_atomic
+from featvis.model import options as model_options
+from featvis.record import presets
 from featvis.reduce import registry as reductions
 
 log = logging.getLogger(__name__)
@@ -59,11 +64,23 @@ def share_key(cfg: DictConfig) -> Optional[str]:
         return None
     options = OmegaConf.to_container(OmegaConf.structured(red), resolve=True)  # a DictConfig or a dataclass
     what = {
-        "config": cfg.model.config, "checkpoint": cfg.model.checkpoint,
+        "config": cfg.model.config, "checkpoint": _checkpoint(cfg.model),
         "trust_checkpoint": cfg.model.trust_checkpoint, "device": cfg.device,
+        # another mmseg config, or another test resize: another model, other maps
+        "cfg_options": model_options.canonical(cfg.model.cfg_options), "scale": model_options.plain(cfg.model.scale),
         "reduction": {k: v for k, v in options.items() if k not in reduction.render_only},
     }
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _checkpoint(model: Any) -> Optional[str]:
+    """model.checkpoint with `auto` settled, as the job will see it (a composed config still says auto)."""
+    if model.checkpoint != AUTO:
+        return model.checkpoint
+    try:
+        return shipped_checkpoint(model.config)
+    except ConfigError:
+        return AUTO  # the job fails on its own with this line
 
 
 def make_plan(job_configs: Iterable[DictConfig]) -> Dict[str, Dict[str, Any]]:
@@ -76,7 +93,8 @@ def make_plan(job_configs: Iterable[DictConfig]) -> Dict[str, Dict[str, Any]]:
         group = groups.setdefault(key, {"layers": [], "jobs": 0, "model": cfg.model.name,
                                         "checkpoint": cfg.model.checkpoint, "reduction": cfg.reduction.name})
         group["jobs"] += 1
-        group["layers"] += [spec for spec in cfg.layers.names if spec not in group["layers"]]
+        wanted = presets.requested(cfg.layers.preset, cfg.layers.names)  # `preset:decoder` for a preset
+        group["layers"] += [spec for spec in wanted if spec not in group["layers"]]
     return groups
 
 
@@ -122,7 +140,7 @@ def _safe_plan(configs: List[DictConfig]) -> Dict[str, Dict[str, Any]]:
     for cfg in configs:
         try:
             share_key(cfg)
-            list(cfg.layers.names)
+            presets.requested(cfg.layers.preset, cfg.layers.names)
             ok.append(cfg)
         except Exception as err:
             log.debug("sweep plan: a job config is not planned: %s", err)

@@ -20,14 +20,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mmseg.structures import SegDataSample
 from torch import nn
 
 from featvis.errors import LayerNotFoundError, env_number
 from featvis.model.load import LoadedModel
-from featvis.record.layers import Selected, select_layers
+from featvis.record import presets
+from featvis.record.layers import Selected
 from featvis.reduce.base import Reduced
 from featvis.sweep.plan import group_of
 
@@ -116,24 +117,26 @@ def for_job(cfg: Any, sweep_dir: Optional[Path], loaded: LoadedModel, own: Seque
     group = group_of(cfg, sweep_dir)
     if group is None:
         return None
-    extra = _select_extra(loaded.model, group["layers"], own)
+    extra = _select_extra(loaded.model, group["layers"], own, cfg.model.layer_presets)
     log.info("sweep: %d jobs share the forward passes of this model and reduction (%d layers in all)",
              group["jobs"], len(own) + len(extra))
     return Sharing(loaded, group["key"], own, extra, group["jobs"])
 
 
-def _select_extra(model: nn.Module, specs: Sequence[str], own: Sequence[Selected]) -> List[Selected]:
-    """The layers of `specs` this job does not record itself; a spec that fails is its own job's error."""
-    mine = {(layer.module_name, layer.pick) for layer in own}
+def _select_extra(model: nn.Module, specs: Sequence[str], own: Sequence[Selected],
+                  refined: Mapping[str, Sequence[str]]) -> List[Selected]:
+    """The layers of `specs` (or `preset:<name>`) this job does not record itself; a spec that fails
+    is its own job's error."""
+    mine = {(layer.module_name, layer.port, layer.pick) for layer in own}
     extra: Dict[Tuple, Selected] = {}
     for spec in specs:
         try:
-            selected = select_layers(model, [spec])
+            selected = presets.select(model, [spec], refined)
         except LayerNotFoundError:
             continue
         for layer in selected:
-            if (layer.module_name, layer.pick) not in mine:
-                extra.setdefault((layer.module_name, layer.pick), layer)
+            if (layer.module_name, layer.port, layer.pick) not in mine:
+                extra.setdefault((layer.module_name, layer.port, layer.pick), layer)
     return list(extra.values())
 
 
