@@ -136,6 +136,17 @@ class ListingConfig:
 
 
 @dataclass
+class CompareConfig:
+    # keep each image's sketch (featvis.compare.sketch: features at sampled pixels, reduced maps) for
+    # comparing checkpoints in the sweep summary: null = when the sweep varies model.checkpoint
+    sketch: Optional[bool] = None
+    pixels: int = 256  # pixel positions sampled per image, the same in every job (seeded)
+    seed: int = 0
+    baseline: Optional[str] = None  # the checkpoint the others are compared with; null = the first job's
+    layer_similarity: bool = False  # also the CKA matrix of this job's layers, as a picture and a table
+
+
+@dataclass
 class Config:
     mode: Mode = Mode.run
     model: ModelConfig = MISSING
@@ -159,6 +170,7 @@ class Config:
     share_forward: bool = True
     wandb: WandbConfig = field(default_factory=WandbConfig)
     listing: ListingConfig = field(default_factory=ListingConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def register_configs() -> None:
@@ -217,6 +229,8 @@ def validate(cfg: DictConfig) -> Config:
         if backend.type not in known:
             raise ConfigError(f"backends.{key}.type={backend.type!r} is not in MMEngine's VISBACKENDS "
                               f"registry: use one of {sorted(known)}")
+    if not 16 <= cfg.compare.pixels <= 65536:
+        raise ConfigError(f"compare.pixels={cfg.compare.pixels} must be between 16 and 65536 (pixels sampled per image)")
     norm = cfg.normalize
     if (len(norm.range) != 2 or not all(abs(v) < float("inf") for v in norm.range)
             or not norm.range[0] < norm.range[1]):

@@ -1,0 +1,6 @@
+"""Recorded features compared by numbers: checkpoints against a baseline, layers against each other.
+
+    cka      linear CKA (Kornblith et al. 2019), accumulated image by image
+    sketch   what a job keeps for comparing: each layer's features at a seeded, shared sample
+             of pixel positions, and its reduced map, per image (`<job>/featvis/sketch.npz`)
+"""

@@ -1,0 +1,115 @@
+"""What a job keeps for comparing its layers with another job's: a sketch per image.
+
+For each image and each drawn layer (sub-name, as in the pictures: `backbone[2]`):
+
+- the layer's full C-dimensional features at P pixel positions, float16 (P x C). The
+  positions are a seeded sample of normalized image coordinates (`positions(P, seed)`),
+  the same for every job and every layer, so two jobs' rows are the same image points
+  (a paired comparison); a layer at 1/8 of the input takes the map cell under each point;
+- the layer's first reduced map (what is drawn), float16 at the map's own size, for
+  difference maps.
+
+It is written once per job, `<job>/featvis/sketch.npz` (moved into place with the rest of
+the job's results: a failed job leaves none), an npz of plain arrays (no pickle: reading
+one runs no code) with a JSON `meta` entry: version, pixels, seed, the layers and images in
+order and what the job ran (model config, checkpoint, reduction). Size per layer per image:
+P x C x 2 bytes plus the map (P=256: 64 KiB for 128 channels, 1 MiB for 2048).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from featvis.io import write_atomic
+
+SKETCH_FILE = "sketch.npz"
+VERSION = 1
+
+
+def positions(pixels: int, seed: int) -> np.ndarray:
+    """P normalized (y, x) points in [0, 1), the same for a given (pixels, seed) in every job."""
+    return np.random.default_rng(seed).random((pixels, 2))
+
+
+def sample(feat: torch.Tensor, points: np.ndarray) -> np.ndarray:
+    """A (C, H, W) map's features under `points` (nearest cell): (P, C) float16 on the CPU."""
+    _, h, w = feat.shape
+    ys = torch.as_tensor(np.minimum((points[:, 0] * h).astype(np.int64), h - 1), device=feat.device)
+    xs = torch.as_tensor(np.minimum((points[:, 1] * w).astype(np.int64), w - 1), device=feat.device)
+    rows = feat.detach()[:, ys, xs].T.float()
+    return rows.clamp(-65504, 65504).half().cpu().numpy()  # float16's range: an overflow is no inf
+
+
+@dataclass
+class SketchWriter:
+    """Collects a job's sketches image by image; `write` puts them in one npz file."""
+
+    pixels: int
+    seed: int
+    meta: Dict[str, Any] = field(default_factory=dict)  # what the job ran: config, checkpoint, reduction
+    layers: List[str] = field(default_factory=list)
+    images: List[str] = field(default_factory=list)
+    _arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, stem: str, layer: str, features: np.ndarray, reduced_map: Optional[np.ndarray]) -> None:
+        """One layer of one image: its sampled features (P x C) and its first reduced map (H x W)."""
+        if stem not in self.images:
+            self.images.append(stem)
+        if layer not in self.layers:
+            self.layers.append(layer)
+        i, j = self.images.index(stem), self.layers.index(layer)
+        self._arrays[f"feat/{i}/{j}"] = np.asarray(features, np.float16)
+        if reduced_map is not None:
+            self._arrays[f"map/{i}/{j}"] = np.asarray(reduced_map, np.float16)
+
+    def write(self, folder: Path) -> Optional[Path]:
+        """`<folder>/sketch.npz`; None when nothing was added."""
+        if not self._arrays:
+            return None
+        meta = {"version": VERSION, "pixels": self.pixels, "seed": self.seed, "layers": self.layers,
+                "images": self.images, **self.meta}
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.array(json.dumps(meta)), **self._arrays)
+        return write_atomic(Path(folder) / SKETCH_FILE, buffer.getvalue())
+
+
+class Sketch:
+    """A job's sketch file, read without pickle."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with np.load(self.path, allow_pickle=False) as data:
+            self.meta: Dict[str, Any] = json.loads(str(data["meta"]))
+            self._arrays = {k: data[k] for k in data.files if k != "meta"}
+        if self.meta.get("version") != VERSION:
+            raise ValueError(f"{self.path}: sketch version {self.meta.get('version')}, featvis reads {VERSION}")
+        self.layers: List[str] = list(self.meta["layers"])
+        self.images: List[str] = list(self.meta["images"])
+
+    def _key(self, kind: str, stem: str, layer: str) -> Optional[str]:
+        if stem not in self.images or layer not in self.layers:
+            return None
+        key = f"{kind}/{self.images.index(stem)}/{self.layers.index(layer)}"
+        return key if key in self._arrays else None
+
+    def features(self, stem: str, layer: str) -> Optional[np.ndarray]:
+        """(P x C) float16 features of `layer` on image `stem`; None when the job did not record them."""
+        key = self._key("feat", stem, layer)
+        return None if key is None else self._arrays[key]
+
+    def map(self, stem: str, layer: str) -> Optional[np.ndarray]:
+        """The first reduced map (H x W, float16) of `layer` on image `stem`; None when absent."""
+        key = self._key("map", stem, layer)
+        return None if key is None else self._arrays[key]
+
+    def pairs(self, other: "Sketch") -> List[Tuple[str, str]]:
+        """(image, layer) both sketches hold features of, in this sketch's order."""
+        return [(stem, layer) for stem in self.images for layer in self.layers
+                if self.features(stem, layer) is not None and other.features(stem, layer) is not None]
