@@ -37,7 +37,8 @@ Options: --families a,b (a subset; default all), --size S (default 512; --native
 keeps each config's own test resize), --timeout S (seconds per family;
 SIGALRM, so the rest of that family's rows say "timed out"), --out FILE (also write the
 table there), --keep DIR (keep the pictures: DIR/<family>/<preset>/featvis/local/...),
---list-maps (print the maps each job drew, under the table), --verbose (featvis's log).
+--list-maps (print the maps each job drew, under the table), --by-family (also one row per
+family with the maps of each preset: the README's table), --verbose (featvis's log).
 """
 
 from __future__ import annotations
@@ -258,6 +259,26 @@ def table(rows: Sequence[Row], scale: str) -> str:
     return "\n".join(lines)
 
 
+def family_table(rows: Sequence[Row]) -> str:
+    """One row per family: the maps each preset drew (`-`: no such preset), the input, any error."""
+    head = ["family", "config", "input", *PRESETS, "classifier in + logits", "error"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    by_family: dict = {}
+    for row in rows:
+        by_family.setdefault(row.family, []).append(row)
+    for family, group in by_family.items():
+        maps = {row.preset: ("-" if row.maps is None else str(row.maps)) for row in group}
+        errors = sorted({row.error for row in group if row.error})
+        config = group[0].config
+        decoder = next((row.names for row in group if row.preset == "decoder"), [])
+        logits = any(n.split("[")[0].endswith("conv_seg") for n in decoder)
+        classifier = "yes" if logits else ("no conv_seg" if decoder else "-")
+        cells = [family, f"`{config}`" if config != "-" else "-", group[0].fed,
+                 *(maps.get(p, "-") for p in PRESETS), classifier, "; ".join(errors).replace("|", "\\|")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary(rows: Sequence[Row]) -> str:
     by_family = {}
     for row in rows:
@@ -280,6 +301,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--keep", type=Path, help="keep the jobs' outputs under this folder")
     parser.add_argument("--list-maps", action="store_true", help="print the maps each job drew")
+    parser.add_argument("--by-family", action="store_true",
+                        help="also print one row per family: the maps of each preset (the README's table)")
     parser.add_argument("--verbose", action="store_true", help="featvis's log on stderr")
     return parser.parse_args(argv)
 
@@ -313,6 +336,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for row in rows:
             if row.names:
                 print(f"{row.family} {row.preset}: {', '.join(row.names)}")
+    if args.by_family:
+        print()
+        print(family_table(rows))
     if args.out:
         args.out.write_text(text + "\n\n" + summary(rows) + "\n")
     return 0 if all(r.ok or r.error.startswith("skipped:") for r in rows) else 1

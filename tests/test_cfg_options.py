@@ -194,3 +194,14 @@ def test_the_listing_gives_the_same_line_for_a_too_small_image(tmp_path):
     with pytest.raises(InputError, match=r"^image tiny\.png is too small for this model .*: 8x8 on disk, fed to it "
                                          r"at 8x8 \(width x height\); the forward pass failed with: Calculated"):
         list_modules(cfg)
+
+
+def test_scale_sets_a_shortest_edge_resize_as_san_uses():
+    from mmengine.config import Config
+
+    from featvis.model.options import set_test_scale
+
+    cfg = Config(dict(test_pipeline=[dict(type="LoadImageFromFile"),
+                                     dict(type="ResizeShortestEdge", scale=(640, 640), max_size=2560)]))
+    set_test_scale(cfg, (512, 384))
+    assert (cfg.test_pipeline[1]["scale"], cfg.test_pipeline[1]["max_size"]) == (384, 512)

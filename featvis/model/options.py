@@ -18,8 +18,9 @@ or `stride` becomes a tuple, as mmseg's transforms and slide inference expect.
 
 `model.scale=[width, height]` sets the `scale` of every `Resize` in the test pipeline
 (`test_pipeline`, which mmseg's `inference_model` runs, and the test and val dataloaders'
-pipelines), the mmcv (w, h) convention; each Resize keeps its own `keep_ratio`. It is
-applied after cfg_options, so it wins over a Resize scale set there.
+pipelines), the mmcv (w, h) convention; each Resize keeps its own `keep_ratio`. A
+`ResizeShortestEdge` (SAN) gets the short edge min(w, h) and at most max(w, h) for the long
+one. It is applied after cfg_options, so it wins over a Resize scale set there.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ NEW = "+"  # in front of a key part: it (and what is below it) may be new to the
 DELETE = "_delete_"  # MMEngine's: a dict holding it replaces the value instead of merging into it
 TUPLE_KEYS = ("scale", "crop_size", "stride")  # a 2-element list under these keys becomes a tuple
 RESIZE = "Resize"
+SHORTEST_EDGE = "ResizeShortestEdge"  # mmseg's resize of the short edge (SAN)
 PIPELINES = ("test_pipeline", "test_dataloader.dataset.pipeline", "val_dataloader.dataset.pipeline")
 
 Options = Union[Mapping[str, Any], DictConfig, str, None]
@@ -127,12 +129,17 @@ def set_test_scale(cfg: "Config", scale: Tuple[int, int]) -> None:
         if not isinstance(pipeline, list):
             continue
         for transform in pipeline:
-            if isinstance(transform, Mapping) and transform.get("type") == RESIZE:
+            kind = transform.get("type") if isinstance(transform, Mapping) else None
+            if kind == RESIZE:
                 transform["scale"] = tuple(scale)
                 if transform.get("scale_factor") is not None:  # mmcv's Resize takes scale or scale_factor
                     transform["scale_factor"] = None
-                if where == PIPELINES[0]:
-                    in_test_pipeline += 1
+            elif kind == SHORTEST_EDGE:  # SAN's: the short edge to min(w, h), the long one at most max(w, h)
+                transform["scale"], transform["max_size"] = min(scale), max(scale)
+            else:
+                continue
+            if where == PIPELINES[0]:
+                in_test_pipeline += 1
     if not in_test_pipeline:
         steps = [str(t.get("type")) for t in _select(cfg, PIPELINES[0]) or [] if isinstance(t, Mapping)]
         have = f"its transforms: {', '.join(steps)}" if steps else "it has no test_pipeline"
