@@ -28,7 +28,8 @@ def _config(tmp_path: Path, imports: list) -> Path:
 def test_a_missing_package_is_named_with_how_to_install_it(tmp_path):
     path = _config(tmp_path, ["featvis_no_such_pkg.models"])
     out = tmp_path / "out"
-    proc = run_cli(f"model.config={path}", "model.checkpoint=null", f"image={DEMO_IMAGE}", "backends=[local]", f"hydra.run.dir={out}")
+    proc = run_cli(f"model.config={path}", "model.checkpoint=null", f"image={DEMO_IMAGE}", "backends=[local]",
+                   f"hydra.run.dir={out}")
     line = error_line(proc)
     assert "custom_imports" in line and "'featvis_no_such_pkg.models'" in line
     assert "No module named 'featvis_no_such_pkg'" in line and "pip install featvis_no_such_pkg" in line

@@ -114,6 +114,10 @@ def test_auxiliary_preset_runs_the_auxiliary_head_so_it_draws(tmp_path):
 def test_the_classifier_input_is_not_drawn_twice(tmp_path):
     maps = _maps(_run(tmp_path, "backends=[local]", "image=featvis::demo/images/scene_000.png"))
     assert "decode_head.conv_seg/input" not in maps and "decode_head.bottleneck" in maps  # the same tensor
+    model = _model("featvis::configs/demo_pspnet.py")
+    recorded = _record(model, presets.select(model, ["preset:decoder"], {}))
+    assert "decode_head.conv_seg/input" not in recorded
+    assert recorded["decode_head.bottleneck"][0].note == "also decode_head.conv_seg/input"  # said in its caption
 
 
 def test_a_layer_that_never_runs_fails_on_the_first_image_with_nothing_looking_complete(tmp_path):

@@ -13,16 +13,20 @@ It is written once per job, `<job>/featvis/sketch.npz` (moved into place with th
 the job's results: a failed job leaves none), an npz of plain arrays (no pickle: reading
 one runs no code) with a JSON `meta` entry: version, pixels, seed, the layers and images in
 order and what the job ran (model config, checkpoint, reduction). Size per layer per image:
-P x C x 2 bytes plus the map (P=256: 64 KiB for 128 channels, 1 MiB for 2048).
+P x C x 2 bytes plus the map (P=256: 64 KiB for 128 channels, 1 MiB for 2048). A writer
+given a folder to `stream` to writes each array there as it comes, so a job's memory stays
+flat whatever its number of images; the file is the same.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -49,7 +53,13 @@ def sample(feat: torch.Tensor, points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SketchWriter:
-    """Collects a job's sketches image by image; `write` puts them in one npz file."""
+    """Collects a job's sketches image by image; `write` puts them in one npz file.
+
+    With `stream` (a folder), the arrays are not held: each goes into `<stream>/sketch.npz`
+    as it is added, and `write` adds the meta entry and closes the file (moving it to its
+    folder if that is another). A job streams into its staging folder, so a job that fails
+    before `write` leaves no sketch among its results.
+    """
 
     pixels: int
     seed: int
@@ -57,6 +67,9 @@ class SketchWriter:
     layers: List[str] = field(default_factory=list)
     images: List[str] = field(default_factory=list)
     _arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+    stream: Optional[Path] = None  # a folder: write each array there as it comes (see the class docstring)
+    _zip: Optional[zipfile.ZipFile] = field(default=None, repr=False)
+    _streamed: Set[str] = field(default_factory=set, repr=False)  # keys written to the stream
 
     def add(self, stem: str, layer: str, features: np.ndarray, reduced_map: Optional[np.ndarray]) -> None:
         """One layer of one image: its sampled features (P x C) and its first reduced map (H x W)."""
@@ -65,19 +78,50 @@ class SketchWriter:
         if layer not in self.layers:
             self.layers.append(layer)
         i, j = self.images.index(stem), self.layers.index(layer)
-        self._arrays[f"feat/{i}/{j}"] = np.asarray(features, np.float16)
+        self._put(f"feat/{i}/{j}", np.asarray(features, np.float16))
         if reduced_map is not None:
-            self._arrays[f"map/{i}/{j}"] = np.asarray(reduced_map, np.float16)
+            self._put(f"map/{i}/{j}", np.asarray(reduced_map, np.float16))
+
+    def _put(self, key: str, array: np.ndarray) -> None:
+        if self.stream is None:
+            self._arrays[key] = array
+            return
+        if key in self._streamed:  # a zip entry cannot be replaced
+            raise ValueError(f"sketch: {key} was added twice (the same image and layer)")
+        if self._zip is None:
+            Path(self.stream).mkdir(parents=True, exist_ok=True)
+            self._zip = zipfile.ZipFile(Path(self.stream) / SKETCH_FILE, "w", zipfile.ZIP_STORED, allowZip64=True)
+        with self._zip.open(key + ".npy", "w", force_zip64=True) as f:  # as np.savez writes each entry
+            np.lib.format.write_array(f, array, allow_pickle=False)
+        self._streamed.add(key)
+
+    def _meta(self) -> np.ndarray:
+        meta = {"version": VERSION, "pixels": self.pixels, "seed": self.seed, "layers": self.layers,
+                "images": self.images, **self.meta}
+        return np.array(json.dumps(meta))
 
     def write(self, folder: Path) -> Optional[Path]:
         """`<folder>/sketch.npz`; None when nothing was added."""
+        if self.stream is not None:
+            return self._finish_stream(Path(folder))
         if not self._arrays:
             return None
-        meta = {"version": VERSION, "pixels": self.pixels, "seed": self.seed, "layers": self.layers,
-                "images": self.images, **self.meta}
         buffer = io.BytesIO()
-        np.savez(buffer, meta=np.array(json.dumps(meta)), **self._arrays)
+        np.savez(buffer, meta=self._meta(), **self._arrays)
         return write_atomic(Path(folder) / SKETCH_FILE, buffer.getvalue())
+
+    def _finish_stream(self, folder: Path) -> Optional[Path]:
+        if self._zip is None:
+            return None
+        with self._zip.open("meta.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, self._meta(), allow_pickle=False)
+        self._zip.close()
+        self._zip = None
+        path = folder / SKETCH_FILE
+        if (Path(self.stream) / SKETCH_FILE).resolve() != path.resolve():
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(self.stream) / SKETCH_FILE, path)
+        return path
 
 
 class Sketch:

@@ -230,7 +230,8 @@ def validate(cfg: DictConfig) -> Config:
             raise ConfigError(f"backends.{key}.type={backend.type!r} is not in MMEngine's VISBACKENDS "
                               f"registry: use one of {sorted(known)}")
     if not 16 <= cfg.compare.pixels <= 65536:
-        raise ConfigError(f"compare.pixels={cfg.compare.pixels} must be between 16 and 65536 (pixels sampled per image)")
+        raise ConfigError(f"compare.pixels={cfg.compare.pixels} must be between 16 and 65536 "
+                          "(pixels sampled per image)")
     norm = cfg.normalize
     if (len(norm.range) != 2 or not all(abs(v) < float("inf") for v in norm.range)
             or not norm.range[0] < norm.range[1]):

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def first_pass(reduction: Reduction, loaded: LoadedModel, record: Callable[..., FeatureRecorder],
                samples: List[inputs.Sample]) -> None:
     """For a reduction that needs_first_pass: show it every map of every image (`observe`), then `fit`."""
-    with record(reduction.observe) as recorder:
+    with record(reduction.observe, sketch_points=None) as recorder:  # the sketch is taken in the real pass
         for item in inputs.iter_loaded(samples, []):  # decoding problems are reported by the main pass
             with explained(loaded.model, item, loaded.config):  # a too-small image: one line saying so
                 inference_model(loaded.model, item.image_bgr)

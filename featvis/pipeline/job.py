@@ -29,6 +29,7 @@ from featvis.pipeline import output_folder
 from featvis.pipeline.drawer import Drawer
 from featvis.pipeline.inference import Inference, check_drawn, first_pass
 from featvis.pipeline.result import RESULTS_DIR, JobResult
+from featvis.pipeline.sketches import JobSketches
 from featvis.record import presets
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder
@@ -74,8 +75,9 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     sharing = shared_forward.for_job(cfg, job.sweep_dir, loaded, layers)  # other jobs' layers, when planned
     extra = sharing.extra if sharing else []
     watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
+    sketches = JobSketches.for_job(cfg, job, reduction, staging)  # compare.*: off unless asked, then free
     record = partial(FeatureRecorder, layers + extra, watch=watch, root=loaded.model,
-                     quiet=[layer.name for layer in extra])
+                     quiet=[layer.name for layer in extra], sketch_points=sketches.points)
     inference = Inference(reduction, loaded, layers, record(reduction), sharing)
     if reduction.needs_first_pass(reduction.config):  # pca_rgb's shared basis: fitted over every image first
         first_pass(reduction, loaded, record, samples)
@@ -95,9 +97,10 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
                 if early is None:  # the layers that never ran, or a job with no map: fails on the first image
                     early = Recorded(first, *infer(first))
                     check_drawn(early, layers, inference)
-                drawer.submit(early)
+                drawer.submit(sketches.add(early))
                 for item in _progress(items, len(samples) - 1):
-                    drawer.submit(Recorded(item, *infer(item)))
+                    drawer.submit(sketches.add(Recorded(item, *infer(item))))
+            sketches.finish(visualizer, step=len(result.images) - 1)  # in the staging folder: moved with it
     result.forwards, result.reused = inference.forwards, inference.reused
     if inference.reused:
         log.info("%d of %d images drawn from an earlier job's forward pass (share_forward)",

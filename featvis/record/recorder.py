@@ -20,6 +20,9 @@
   reported), and a classifier input that is the very tensor a drawn part gave is not
   drawn twice. `ran` names every layer that ran, for the job's "never ran" check.
 - Each map carries its stride: how many input pixels one map pixel spans (1/4, 1/8, ...).
+- With `sketch_points` (featvis.compare.sketch.positions), each map also carries its full
+  C-dimensional features at those points (`Reduced.sketch`), taken before the reduction;
+  without them nothing is sampled.
 - Auxiliary heads, which mmseg runs only in training, are run on the decode head's
   input when a layer of theirs is recorded (featvis.record.auxiliary).
 - Hooks are removed on every exit path, exceptions and KeyboardInterrupt included.
@@ -28,11 +31,14 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
+from featvis.compare.sketch import sample
 from featvis.errors import LayerNotFoundError
 from featvis.record.auxiliary import AuxiliaryRun
 from featvis.record.hooks import HookSet
@@ -49,8 +55,9 @@ ReduceFn = Callable[..., Reduced]  # (feat (C, H, W), layer=<sub-name>) -> Reduc
 class FeatureRecorder(HookSet):
     def __init__(self, layers: Sequence[Selected], reduce_fn: ReduceFn,
                  watch: Optional[nn.Module] = None, root: Optional[nn.Module] = None,
-                 quiet: Sequence[str] = ()) -> None:
+                 quiet: Sequence[str] = (), sketch_points: Optional[np.ndarray] = None) -> None:
         super().__init__()
+        self.sketch_points = sketch_points  # P x 2 normalized (y, x): sample each map's features there
         self.layers = list(layers)
         self.quiet = set(quiet)  # layer names recorded for other jobs: their problems are theirs to report
         self.reduce_fn = reduce_fn
@@ -67,7 +74,9 @@ class FeatureRecorder(HookSet):
         self.skipped: Dict[str, Dict[str, str]] = {}  # layer name -> {sub-name: why it was not recorded}
         self.ran: Set[str] = set()  # layer names whose module was called, since the recorder was made
         self._order: Dict[str, int] = {}  # layer name -> its first call in this forward
-        self._tensors: Set[Tuple[int, Tuple[int, ...]]] = set()  # (data_ptr, shape) recorded in this forward
+        # (data_ptr, shape) of each tensor recorded in this forward -> (a weak reference to it, layer, sub-name):
+        # the reference tells a tensor still alive from a freed one whose memory a new tensor reuses
+        self._tensors: Dict[Tuple[int, Tuple[int, ...]], Tuple[Any, str, str]] = {}
         self._window_hw: Tuple[int, int] = (0, 0)  # what `watch` last saw: the image, or a slide window
         self._batch = 0  # images in the segmentor's input
 
@@ -110,10 +119,12 @@ class FeatureRecorder(HookSet):
 
     def _reduce(self, feat: torch.Tensor, name: str, note: Optional[str] = None, stitched: bool = False) -> Reduced:
         """Reduce one (C, H, W) map and attach the activation statistics of the full map (and the
-        stitcher's note, slide.PER_WINDOW_NOTE, before the reduction's own)."""
+        stitcher's note, slide.PER_WINDOW_NOTE, before the reduction's own) and, with sketch_points, its sketch."""
         reduced = self.reduce_fn(feat, layer=name)
         reduced.stats = activation_stats(feat)
         reduced.stride = stride(self._input_hw if stitched else self._window_hw, feat.shape[-2:])
+        if self.sketch_points is not None:
+            reduced.sketch = sample(feat, self.sketch_points)
         if note:
             reduced.note = f"{note} | {reduced.note}" if reduced.note else note
         return reduced
@@ -148,8 +159,9 @@ class FeatureRecorder(HookSet):
             self._calls[key] = call
             name = layer.name if call == 1 else f"{layer.name}#{call}"
             picked = pick_output(output, layer.pick, layer.module_name)
-            if layer.optional and layer.port == "input" and _key(picked) in self._tensors:
-                log.debug("%s is the tensor a drawn layer gave: not drawn twice", name)
+            same = self._tensors.get(_key(picked)) if layer.optional and layer.port == "input" else None
+            if same is not None and same[0]() is not None:  # the very tensor a drawn layer gave, still alive
+                self._same_as(name, same[1], same[2])
                 return
             hints = [*args, *kwargs.values(), *(output if isinstance(output, (tuple, list)) else ())]
             self._record(layer.name, name, picked, hints, quiet=layer.optional)
@@ -157,7 +169,7 @@ class FeatureRecorder(HookSet):
 
     def _record(self, layer: str, name: str, output: Any, hints: List[Any], quiet: bool = False) -> None:
         if isinstance(output, torch.Tensor):
-            self._tensors.add(_key(output))
+            self._tensors[_key(output)] = (weakref.ref(output), layer, name)
             if output.dim() == 3:  # (B, N, C) tokens
                 grid = token_grid(output.shape[1], hints, self._aspect)
                 if grid is not None and quiet and not plausible_grid(grid, output.shape[1], hints, self._window_hw):
@@ -189,6 +201,13 @@ class FeatureRecorder(HookSet):
                 self._record(layer, f"{name}:{key}", item, hints, quiet)
         else:
             self._skip(layer, name, quiet, f"output of type {type(output).__name__} holds no tensor")
+
+    def _same_as(self, name: str, layer: str, sub: str) -> None:
+        """`name` (a classifier's input) is the tensor `sub` gave: not drawn twice; `sub`'s caption says so."""
+        log.debug("%s is the tensor %s gave: drawn once, as %s", name, sub, sub)
+        note = f"also {name}"
+        for reduced in self._records.get(layer, {}).get(sub, []):  # a slide window's map is reduced later
+            reduced.note = f"{reduced.note} | {note}" if reduced.note else note
 
     def _skip(self, layer: str, name: str, quiet: bool, why: str) -> None:
         subs = self.skipped.setdefault(layer, {})

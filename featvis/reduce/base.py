@@ -59,6 +59,9 @@ class Reduced:
     # {"mean", "std", "zero_fraction", "max"}; None where not computed (Grad-CAM)
     stats: Optional[Dict[str, float]] = None
     stride: Optional[float] = None  # input pixels per map pixel (8.0: a 1/8 map); set by the recorder
+    # the full (C, H, W) map's features at the compare sample's pixels (featvis.compare.sketch):
+    # P x C float16 on the CPU, set by the recorder when the job keeps a sketch; else None
+    sketch: Optional[np.ndarray] = None
 
 
 @dataclass

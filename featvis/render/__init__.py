@@ -8,4 +8,5 @@
     draw       scale bars, grids of tiles, labels
     panel      the `Panel` record
     panels     one image's panels: input, ground truth, prediction, every layer
+    similarity a similarity matrix (layers x layers) as a heat map picture
 """

@@ -56,7 +56,9 @@ def share_key(cfg: DictConfig) -> Optional[str]:
     The reduction says whether it `shares_forward` (not Grad-CAM, which runs the model
     itself, nor pca_rgb with a shared basis, fitted over the job's own images and layers)
     and which of its options are `render_only` (topk's arrangement), left out of the key.
-    An unknown reduction is not shared: its job fails on its own.
+    An unknown reduction is not shared: its job fails on its own. The compare sketch is
+    part of what is recorded (`_sketch_key`): jobs that keep sketches share only with jobs
+    that keep them at the same positions, and jobs that keep none only with each other.
     """
     red = cfg.reduction
     reduction = reductions.find(red.name)
@@ -69,8 +71,22 @@ def share_key(cfg: DictConfig) -> Optional[str]:
         # another mmseg config, or another test resize: another model, other maps
         "cfg_options": model_options.canonical(cfg.model.cfg_options), "scale": model_options.plain(cfg.model.scale),
         "reduction": {k: v for k, v in options.items() if k not in reduction.render_only},
+        "sketch": _sketch_key(getattr(cfg, "compare", None)),
     }
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _sketch_key(compare: Any) -> Optional[Dict[str, Any]]:
+    """What the job's forward records for compare (featvis.pipeline.sketches.wanted): None = no sketch.
+
+    compare.sketch=null leaves it to the sweep (whether it varies model.checkpoint), the same
+    answer for all of a sweep's jobs; so "on", "the sweep decides" and "off" are told apart,
+    and the sample's pixels and seed count whenever a sketch may be kept.
+    """
+    if compare is None or (compare.sketch is False and not compare.layer_similarity):
+        return None
+    on = True if compare.sketch or compare.layer_similarity else None
+    return {"on": on, "pixels": int(compare.pixels), "seed": int(compare.seed)}
 
 
 def _checkpoint(model: Any) -> Optional[str]:

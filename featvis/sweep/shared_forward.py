@@ -7,7 +7,9 @@ Under Hydra's basic launcher every job of a sweep runs in this process; joblib a
 workers share with the jobs they happen to run.
 
 What is kept is small: the prediction (label map and metainfo; the logits are dropped)
-and the already reduced maps, not the layers' outputs. An entry is dropped once every
+and the already reduced maps, not the layers' outputs (with their compare sketches when the
+group keeps sketches: the group's key says so, featvis.sweep.plan.share_key, so a job that
+takes a kept forward finds the sketch it needs, at its own positions). An entry is dropped once every
 other job of its group has taken it. At most FEATVIS_FORWARD_CACHE_MB (default 1024)
 are kept: when full, new forwards are not kept (the first images stay, so the next job
 reuses those and runs the model on the rest), and a job that misses an entry runs the
@@ -152,4 +154,5 @@ def _nbytes(sample: Any, layers: ByLayer) -> int:
     for subs in layers.values():
         for per_item in subs.values():
             size += sum(r.maps.element_size() * r.maps.nelement() for r in per_item)
+            size += sum(r.sketch.nbytes for r in per_item if r.sketch is not None)
     return size

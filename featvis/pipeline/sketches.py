@@ -1,0 +1,112 @@
+"""What one job keeps for comparing by numbers (featvis.compare): its sketch and its layers' CKA matrix.
+
+A job sketches when `compare.sketch` is true, or null and its sweep varies model.checkpoint
+(`JobInfo.swept`), or `compare.layer_similarity` is true. Then the recorder samples every
+map's full features at the shared positions (`points`, given to FeatureRecorder as
+`sketch_points`), `add` takes each image's sketches from its recorded maps on their way to
+the drawer, streaming them into `<staging>/sketch.npz` (featvis.compare.sketch), and `finish`
+closes that file before the staging folder becomes the job's `featvis/` folder: a job that
+fails leaves no sketch among its results. Images are named as their pictures are
+(`sample.stem`, unique in the job), layers by their sub-names (`backbone[2]`).
+
+With `compare.layer_similarity`, `finish` also writes the CKA matrix of the job's layers over
+all its images, `featvis/layer_similarity.csv` and `.png`, and logs the picture to every
+backend as panel `similarity/layers` of the pseudo image `layer_similarity`, at the last
+image's step (W&B keeps one history row per image).
+
+A job that sketches nothing pays nothing: no points, no sampling, no file. Grad-CAM runs the
+model itself, without the recorder: it keeps no sketch (one info line says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from featvis.backends.png import write_png
+from featvis.backends.visualizer import FeatureVisualizer
+from featvis.compare.layers import LayerSimilarity, write_csv
+from featvis.compare.sketch import SketchWriter, positions
+from featvis.config.job import JobInfo
+from featvis.record.recorded import Recorded
+from featvis.reduce.base import Reduction
+from featvis.render.panel import Panel
+from featvis.render.similarity import similarity_picture
+
+log = logging.getLogger(__name__)
+
+SIMILARITY_CSV = "layer_similarity.csv"
+SIMILARITY_PNG = "layer_similarity.png"
+SIMILARITY_PANEL = "similarity/layers"
+SIMILARITY_IMAGE = "layer_similarity"  # the pseudo image the panel belongs to in the backends
+
+
+def wanted(compare: Any, swept: Any) -> bool:
+    """Whether a job with these `compare` settings, in a sweep varying `swept`, keeps a sketch."""
+    return bool(compare.sketch) or (compare.sketch is None and "model.checkpoint" in swept) \
+        or bool(compare.layer_similarity)
+
+
+class JobSketches:
+    """One job's sketches: `points` for the recorder, `add` per image, `finish` before the results move."""
+
+    def __init__(self, staging: Path, writer: Optional[SketchWriter] = None,
+                 similarity: Optional[LayerSimilarity] = None) -> None:
+        self.staging = Path(staging)
+        self.writer = writer
+        self.similarity = similarity
+        self.points: Optional[np.ndarray] = positions(writer.pixels, writer.seed) if writer else None
+
+    @classmethod
+    def for_job(cls, cfg: Any, job: JobInfo, reduction: Reduction, staging: Path) -> "JobSketches":
+        compare = cfg.compare
+        if not wanted(compare, job.swept):
+            return cls(staging)
+        if reduction.uses_gradients:
+            log.info("reduction=%s runs the model itself, without the recorder: no sketch for compare.* "
+                     "(no checkpoint comparison or layer similarity for this job)", reduction.name)
+            return cls(staging)
+        meta = {"job": job.name, "model": cfg.model.name, "config": cfg.model.config,
+                "checkpoint": cfg.model.checkpoint, "reduction": cfg.reduction.name,
+                "baseline": compare.baseline}  # the sweep summary picks the baseline from here first
+        writer = SketchWriter(compare.pixels, compare.seed, meta=meta, stream=Path(staging))
+        return cls(staging, writer, LayerSimilarity() if compare.layer_similarity else None)
+
+    def add(self, recorded: Recorded) -> Recorded:
+        """Keep this image's sketches (every map that has one); returns `recorded`, for the drawer."""
+        if self.writer is None:
+            return recorded
+        stem = recorded.item.sample.stem
+        features: Dict[str, np.ndarray] = {}
+        for layer, per_item in recorded.maps.items():
+            reduced = per_item[0] if per_item else None
+            if reduced is None or reduced.sketch is None:
+                continue
+            first = reduced.maps[0].numpy() if reduced.maps.shape[0] else None
+            self.writer.add(stem, layer, reduced.sketch, first)
+            features[layer] = reduced.sketch
+        if self.similarity is not None and features:
+            self.similarity.add(features)
+        return recorded
+
+    def finish(self, visualizer: FeatureVisualizer, step: int) -> None:
+        """Close the sketch file in the staging folder; with layer_similarity, write and log the matrix."""
+        if self.writer is None:
+            return
+        path = self.writer.write(self.staging)
+        if path is not None:
+            log.info("sketch of %d images x %d layers for compare: %s (%.1f MB)", len(self.writer.images),
+                     len(self.writer.layers), path.name, path.stat().st_size / 1e6)
+        if self.similarity is None or not self.similarity.layers:
+            return
+        layers, matrix = self.similarity.layers, self.similarity.matrix()
+        write_csv(self.staging / SIMILARITY_CSV, layers, matrix)
+        n = len(self.writer.images)
+        picture = similarity_picture(matrix, layers, f"layer similarity (linear CKA), {n} image{'s' * (n != 1)}")
+        write_png(self.staging / SIMILARITY_PNG, picture)
+        caption = f"linear CKA of the job's {len(layers)} layers over {n} images"
+        visualizer.add_panels([Panel(SIMILARITY_PANEL, picture, caption)], step=step, image_id=SIMILARITY_IMAGE)
+        log.info("layer similarity of %d layers: %s, %s", len(layers), SIMILARITY_CSV, SIMILARITY_PNG)
