@@ -4,4 +4,6 @@
     sketch   what a job keeps for comparing: each layer's features at a seeded, shared sample
              of pixel positions, and its reduced map, per image (`<job>/featvis/sketch.npz`)
     layers   the CKA matrix of one job's layers, image by image (compare.layer_similarity)
+    checkpoints  a sweep's checkpoints against a baseline, per layer: CKA, change, ranking (the summary's)
+    diff     difference sheets: each checkpoint's reduced maps minus the baseline's, per image
 """

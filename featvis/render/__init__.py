@@ -9,4 +9,5 @@
     panel      the `Panel` record
     panels     one image's panels: input, ground truth, prediction, every layer
     similarity a similarity matrix (layers x layers) as a heat map picture
+    cka_table  CKA values of layers x checkpoints as a heat map picture (the sweep summary's)
 """

@@ -1,4 +1,4 @@
-"""The sweep summary's `index.html`: every job with its status, and every contact sheet.
+"""The sweep summary's `index.html`: every job with its status, every contact sheet, and the checkpoints compared.
 
 Rendered from the jinja2 template `templates/index.html.j2` (shipped as package data)
 with autoescaping on: job names, overrides, errors and image names are the user's text.
@@ -6,14 +6,17 @@ with autoescaping on: job names, overrides, errors and image names are the user'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from featvis.sweep.results import NO_PICTURES, JobRecord
 from featvis.sweep.sheets import SheetLayout
+
+if TYPE_CHECKING:  # the summary imports this module
+    from featvis.sweep.summary import CheckpointPages
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
@@ -37,7 +40,47 @@ class IndexRow:
     error: str
 
 
-def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout]) -> str:
+@dataclass
+class RankRow:
+    """One layer of the checkpoint ranking, as the text of its cells."""
+
+    rank: int
+    layer: str
+    baseline: str
+    cells: List[str]  # per compared checkpoint (the table's columns): "CKA / change", empty where none
+    change: str  # the largest change over the checkpoints
+
+
+@dataclass
+class CheckpointView:
+    """The checkpoint comparison's part of the page."""
+
+    columns: List[str]
+    ranking: List[RankRow] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    cka_file: Optional[str] = None
+    diffs: Dict[str, str] = field(default_factory=dict)  # image stem -> difference sheet file
+
+
+def checkpoint_view(pages: "CheckpointPages") -> CheckpointView:
+    """The ranking table's text: a row per layer, largest change first, "CKA / change" per checkpoint."""
+    comparison = pages.comparison
+    columns = comparison.columns()
+    names = {g.baseline.name: g for g in comparison.groups}
+    rows = []
+    for i, rank in enumerate(comparison.ranking(), 1):
+        group = names[rank.a]
+        by_col = {group.labels[b]: b for b in rank.cka}
+        cells = [f"{_number(rank.cka[by_col[c]])} / {_number(rank.change[by_col[c]])}" if c in by_col else ""
+                 for c in columns]
+        rows.append(RankRow(rank=i, layer=comparison.row_label(group, rank.layer),
+                            baseline=group.labels[group.baseline.name], cells=cells, change=_number(rank.max_change)))
+    return CheckpointView(columns=columns, ranking=rows, errors=list(comparison.errors), cka_file=pages.cka_file,
+                          diffs={stem: sheet.file for stem, sheet in pages.diffs.items()})
+
+
+def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout],
+                 pages: Optional["CheckpointPages"] = None) -> str:
     """The index page of `<sweep dir>/summary/` for these jobs and contact sheets (files in the same folder)."""
     rows = [IndexRow(num=str(j.num), dir=_relative(j.dir, sweep_dir), name=j.name, status=j.status,
                      images=len(j.images), forwards=forwards_cell(j), checkpoint=str(j.checkpoint),
@@ -47,7 +90,7 @@ def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, S
                  else "No contact sheets: no job drew an image yet.")
     return _ENV.get_template("index.html.j2").render(
         sweep_dir=str(sweep_dir), jobs=jobs, rows=rows, n_failed=sum(j.status == "failed" for j in jobs),
-        sheets=sheets, no_sheets=no_sheets)
+        sheets=sheets, no_sheets=no_sheets, checkpoints=None if pages is None else checkpoint_view(pages))
 
 
 def forwards_cell(job: JobRecord) -> str:
@@ -55,6 +98,10 @@ def forwards_cell(job: JobRecord) -> str:
     if job.forwards is None:
         return ""
     return f"{job.forwards} ({job.reused} reused)" if job.reused else str(job.forwards)
+
+
+def _number(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _relative(path: Path, root: Path) -> str:

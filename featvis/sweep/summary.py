@@ -8,6 +8,11 @@ It reads every job's result record (featvis.sweep.results) and writes, in
 - `index.html`: every contact sheet, and every job with its status, failed jobs with
   their error line (featvis.sweep.index);
 - `summary.json`: the jobs, the sheets and their layout, for scripts;
+- when jobs kept sketches (compare.sketch) and differ in checkpoint, the checkpoints
+  compared layer by layer with a baseline (featvis.compare.checkpoints): in summary.json
+  `checkpoint_similarity` (a, b, layer, cka, change) and `checkpoint_ranking`, the CKA
+  table as a picture `checkpoint_cka.png`, and per image a difference sheet
+  `diff_<image stem>.png` (featvis.compare.diff), all shown in index.html;
 - with `wandb_run`, once per sweep, the W&B summary run (featvis.sweep.wandb_summary).
 
 The Hydra callback that calls it after every job is featvis.sweep.callbacks.SweepSummary.
@@ -17,23 +22,48 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from featvis.compare.checkpoints import UNREADABLE, Comparison, compare_checkpoints
+from featvis.compare.diff import DiffSheet, write_diff_sheets
 from featvis.io import write_atomic
+from featvis.render.cka_table import cka_heatmap
 from featvis.sweep.index import render_index
 from featvis.sweep.results import SUMMARY, JobRecord, load_results
 from featvis.sweep.sheets import SheetLayout, contact_sheet, png_bytes, sheet_stems
 from featvis.sweep.wandb_summary import WANDB_MARK, Strips, wandb_jobs, wandb_summary
 
+log = logging.getLogger(__name__)
+
 SUMMARY_FILE = "summary.json"
 INDEX_FILE = "index.html"
+CKA_FILE = "checkpoint_cka.png"
 
 
-def summarize(sweep_dir: Path, wandb_run: bool = False) -> Path:
-    """Write `<sweep_dir>/summary/` from every job's result file; returns that folder."""
+@dataclass
+class CheckpointPages:
+    """The checkpoint comparison and the pictures the summary wrote of it (names in the summary folder)."""
+
+    comparison: Comparison
+    diffs: Dict[str, DiffSheet] = field(default_factory=dict)  # image stem -> its difference sheet
+    cka_file: Optional[str] = None  # the CKA table as a picture
+
+    def to_json(self) -> Dict[str, Any]:
+        return {**self.comparison.to_json(), "checkpoint_cka": self.cka_file,
+                "diff_sheets": {stem: sheet.to_json() for stem, sheet in self.diffs.items()}}
+
+
+def summarize(sweep_dir: Path, wandb_run: bool = False, baseline: Optional[str] = None) -> Path:
+    """Write `<sweep_dir>/summary/` from every job's result file; returns that folder.
+
+    `baseline` names the checkpoint (or job) the others are compared with, over the jobs'
+    own compare.baseline.
+    """
     sweep_dir = Path(sweep_dir)
     out = sweep_dir / SUMMARY
     out.mkdir(parents=True, exist_ok=True)
@@ -48,24 +78,57 @@ def summarize(sweep_dir: Path, wandb_run: bool = False) -> Path:
         sheets[stem] = sheet.layout
         if strips is not None:
             strips.add(stem, sheet.strips)
-    write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(sweep_dir, jobs, sheets), indent=2))
-    write_atomic(out / INDEX_FILE, render_index(sweep_dir, jobs, sheets))
+    pages = checkpoint_pages(sweep_dir, jobs, out, baseline)
+    write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(sweep_dir, jobs, sheets, pages), indent=2))
+    write_atomic(out / INDEX_FILE, render_index(sweep_dir, jobs, sheets, pages))
     if strips is not None:
         with strips:
-            wandb_summary(sweep_dir, jobs, strips=strips.files)
+            wandb_summary(sweep_dir, jobs, strips=strips.files,
+                          comparison=pages.comparison if pages is not None else Comparison())
     return out
 
 
-def summary_json(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout]) -> Dict[str, Any]:
-    """The contents of `summary.json`: each job's result record (`dir` relative to the sweep), sheets, counts."""
+def checkpoint_pages(sweep_dir: Path, jobs: Sequence[JobRecord], out: Path,
+                     baseline: Optional[str] = None) -> Optional[CheckpointPages]:
+    """Compare the checkpoints and draw the pictures; None when no two jobs kept comparable sketches."""
+    comparison = compare_checkpoints(sweep_dir, jobs, baseline)
+    if not comparison:
+        return None
+    for line in comparison.errors:
+        log.warning("featvis checkpoint comparison: %s", line)
+    pages = CheckpointPages(comparison)
+    try:
+        pages.diffs = write_diff_sheets(comparison, out)
+    except UNREADABLE as err:
+        comparison.errors.append(f"no difference sheets: a sketch cannot be read ({err})")
+    rows, cols, values = comparison.cka_matrix()
+    if rows:
+        title = f"linear CKA against {comparison.baselines()}"
+        write_atomic(out / CKA_FILE, png_bytes(cka_heatmap(values, rows, cols, title)))
+        pages.cka_file = CKA_FILE
+    log.info("checkpoints compared in %.2fs: %d layer(s) x job(s)", comparison.seconds,
+             len(comparison.similarities))
+    return pages
+
+
+def summary_json(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout],
+                 pages: Optional[CheckpointPages] = None) -> Dict[str, Any]:
+    """The contents of `summary.json`: each job's result record (`dir` relative to the sweep), sheets, counts.
+
+    With a checkpoint comparison, also `checkpoint_similarity`, `checkpoint_ranking`,
+    `checkpoint_baselines`, `checkpoint_errors`, `checkpoint_cka` and `diff_sheets`.
+    """
     listed: List[Dict[str, Any]] = []
     for job in jobs:
-        data = {k: v for k, v in job.to_json().items() if k != "job_dir"}
-        data["dir"] = str(job.dir.relative_to(sweep_dir))
-        listed.append(data)
-    return {"sweep_dir": str(sweep_dir), "jobs": listed,
+        entry = {k: v for k, v in job.to_json().items() if k != "job_dir"}
+        entry["dir"] = str(job.dir.relative_to(sweep_dir))
+        listed.append(entry)
+    data = {"sweep_dir": str(sweep_dir), "jobs": listed,
             "sheets": {stem: layout.to_json() for stem, layout in sheets.items()},
             "counts": dict(Counter(j.status for j in jobs))}
+    if pages is not None:
+        data.update(pages.to_json())
+    return data
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -74,13 +137,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--wandb", action="store_true",
                         help="also write the W&B summary run (again, if one was written before)")
+    parser.add_argument("--baseline", default=None,
+                        help="compare the checkpoints with this one (a job name or checkpoint), "
+                             "over the jobs' compare.baseline")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"featvis: error: {args.sweep_dir} is not a folder", file=sys.stderr)
         return 1
-    out = summarize(args.sweep_dir)
+    out = summarize(args.sweep_dir, baseline=args.baseline)
     if args.wandb:
-        wandb_summary(args.sweep_dir, once=False)
+        wandb_summary(args.sweep_dir, once=False, baseline=args.baseline)
     n = len(load_results(args.sweep_dir))
     print(f"{n} job(s) summarized: {out / INDEX_FILE}")
     return 0

@@ -5,6 +5,12 @@ Name `summary`, job_type `summary`, files under `<sweep dir>/summary/wandb/`. It
 job's row of the image's contact sheet) and a `jobs` table (status, error, checkpoint,
 layers, reduction, images). Opened through featvis.backends.wandb_run, as the jobs' runs
 are: offline unless an API key is configured.
+
+When the sweep's checkpoints were compared (featvis.compare.checkpoints), it also logs
+`checkpoint_cka` (a row per layer, a column per compared checkpoint), its picture
+`checkpoint_cka_heatmap`, the difference sheets `checkpoint_diff/<image>`, and the scalars
+`cka/<checkpoint>/<layer>`: each job's CKA against the baseline. They go to the summary
+run, not the jobs' own: those are closed by the time the summary compares the jobs.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import numpy as np
 
 from featvis.backends.wandb import resolve_mode
 from featvis.backends.wandb_run import RunSpec, open_run
+from featvis.compare.checkpoints import Comparison, compare_checkpoints
+from featvis.compare.diff import diff_file
 from featvis.config.job import JobInfo
+from featvis.render.cka_table import cka_heatmap
 from featvis.sweep.results import SUMMARY, JobRecord, WandbSettings, load_results
 from featvis.sweep.sheets import contact_sheet, png_bytes, sheet_stems
 
@@ -56,12 +65,15 @@ def wandb_jobs(jobs: Sequence[JobRecord]) -> List[JobRecord]:
 
 
 def wandb_summary(sweep_dir: Path, jobs: Optional[List[JobRecord]] = None, once: bool = True,
-                  strips: Optional[StripFiles] = None) -> Optional[Path]:
+                  strips: Optional[StripFiles] = None, comparison: Optional[Comparison] = None,
+                  baseline: Optional[str] = None) -> Optional[Path]:
     """Write the summary run; returns its folder, or None when no job used W&B (or, with `once`, it exists).
 
     `strips` are the jobs' rows of the contact sheets as `summarize` wrote them; else drawn
-    here. The run's project, entity, mode and group are the first W&B job's. With `once`,
-    only the first caller in the sweep creates it.
+    here. `comparison` is the checkpoint comparison `summarize` made; else made here (with
+    `baseline`, as summarize's), its difference sheets read from the summary folder. The
+    run's project, entity, mode and group are the first W&B job's. With `once`, only the
+    first caller in the sweep creates it.
     """
     sweep_dir = Path(sweep_dir)
     jobs = load_results(sweep_dir) if jobs is None else jobs
@@ -75,15 +87,43 @@ def wandb_summary(sweep_dir: Path, jobs: Optional[List[JobRecord]] = None, once:
             os.close(os.open(out / WANDB_MARK, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return None
+    if comparison is None:
+        comparison = compare_checkpoints(sweep_dir, jobs, baseline)
     if strips is None:
         with Strips(out) as drawn:
             for stem in sheet_stems(jobs):
                 drawn.add(stem, contact_sheet(jobs, stem).strips)
-            return _write_run(sweep_dir, jobs, with_wandb[0].wandb or WandbSettings(), drawn.files)
-    return _write_run(sweep_dir, jobs, with_wandb[0].wandb or WandbSettings(), strips)
+            return _write_run(sweep_dir, jobs, with_wandb[0].wandb or WandbSettings(), drawn.files, comparison)
+    return _write_run(sweep_dir, jobs, with_wandb[0].wandb or WandbSettings(), strips, comparison)
 
 
-def _write_run(sweep_dir: Path, jobs: Sequence[JobRecord], settings: WandbSettings, strips: StripFiles) -> Path:
+def checkpoint_logs(comparison: Comparison, out: Path) -> Dict[str, Any]:
+    """What the summary run logs of the checkpoint comparison (nothing without one): tables, pictures, scalars."""
+    import wandb  # noqa: PLC0415  (imported by _write_run already)
+
+    rows, cols, values = comparison.cka_matrix()
+    if not rows:
+        return {}
+    table = wandb.Table(columns=["layer"] + cols)
+    for row, cells in zip(rows, values.tolist()):
+        table.add_data(row, *[None if np.isnan(v) else v for v in cells])
+    title = f"linear CKA against {comparison.baselines()}"
+    logs: Dict[str, Any] = {"checkpoint_cka": table,
+                            "checkpoint_cka_heatmap": wandb.Image(cka_heatmap(values, rows, cols, title))}
+    for group in comparison.groups:
+        for stem in group.images:
+            path = out / diff_file(stem)
+            if f"checkpoint_diff/{stem}" not in logs and path.is_file():
+                logs[f"checkpoint_diff/{stem}"] = wandb.Image(str(path), caption=f"{stem}: job - baseline")
+    for s in comparison.similarities:
+        group = next(g for g in comparison.groups if g.baseline.name == s.a)
+        if s.cka is not None:
+            logs[f"cka/{group.labels[s.b]}/{comparison.row_label(group, s.layer)}"] = s.cka
+    return logs
+
+
+def _write_run(sweep_dir: Path, jobs: Sequence[JobRecord], settings: WandbSettings, strips: StripFiles,
+               comparison: Comparison) -> Path:
     import wandb  # noqa: PLC0415  (about a second to import: paid once, at the end of a sweep that uses W&B)
 
     save_dir = sweep_dir / SUMMARY / "wandb"
@@ -105,7 +145,7 @@ def _write_run(sweep_dir: Path, jobs: Sequence[JobRecord], settings: WandbSettin
         for j in jobs:
             jobs_table.add_data(j.name, j.status, j.error or "", j.checkpoint or "", j.layers or "",
                                 j.reduction or "", len(j.images))
-        run.log({"comparison": table, "jobs": jobs_table})
+        run.log({"comparison": table, "jobs": jobs_table, **checkpoint_logs(comparison, sweep_dir / SUMMARY)})
         run.finish()
     except BaseException:
         run.finish(exit_code=1)

@@ -1,0 +1,340 @@
+"""Checkpoints of a sweep compared layer by layer with a baseline: linear CKA and relative change.
+
+`compare_checkpoints(sweep_dir, jobs)` reads the sketch (featvis.compare.sketch) of every
+ok job that left one, `<job>/featvis/sketch.npz`, and
+
+- groups the jobs that compare: the same overrides apart from `model.checkpoint` (and the
+  plumbing keys featvis.config.job.PLUMBING: backends, wandb, ...) and the same sampled
+  pixels (compare.pixels, compare.seed). A sweep `-m model.checkpoint=a,b layers=x,y` has
+  a group per layer preset, each comparing a with b;
+- picks each group's baseline from `compare.baseline` as the jobs composed it: the sketch's
+  meta `baseline` when the job wrote one, else the job's `.hydra/config.yaml`, else the
+  sweep's `multirun.yaml`. It names a job (its name), a checkpoint as given on the command
+  line, or a checkpoint's file name; null = the job with the lowest number;
+- for each other job and each layer both sketches hold: linear CKA over every shared image
+  and sampled pixel (the pixels are the examples, paired by position; `Accumulator` fed
+  image by image), and change = sum |b - a| / sum |a| over the same sampled features, the
+  relative mean absolute difference (0 = the same features, 1 = as large as the baseline's);
+- ranks the layers by change, largest first (the largest over the group's checkpoints).
+
+Results are plain records (`Similarity`, `LayerRank`). Each pair's numbers are kept for
+the process, keyed by both files' size and time, so the summary rewritten after every job
+only computes the new job's: the cost of a sweep is one comparison per (job, layer, image).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import yaml
+from cachetools import LRUCache
+
+from featvis.compare.cka import Accumulator
+from featvis.compare.sketch import SKETCH_FILE, Sketch
+from featvis.config.job import PLUMBING
+from featvis.pipeline.result import RESULTS_DIR
+from featvis.sweep.results import JobRecord
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "model.checkpoint"
+UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damaged or half-written sketch raises
+
+Stat = Tuple[str, int, int]  # (path, mtime_ns, size): one version of a sketch file
+# (baseline file, job file, layer) -> (cka, change), for the summaries of one sweep in this process
+_PAIRS: "LRUCache[Tuple[Stat, Stat, str], Tuple[Optional[float], Optional[float]]]" = LRUCache(maxsize=100_000)
+
+
+@dataclass
+class Similarity:
+    """One layer of one job against its group's baseline job: summary.json's checkpoint_similarity entries."""
+
+    a: str  # the baseline job's name
+    b: str  # the compared job's name
+    layer: str
+    cka: Optional[float]  # None: a side is constant (nothing to compare)
+    change: Optional[float]  # sum |b - a| / sum |a|; None when the baseline's features are all 0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"a": self.a, "b": self.b, "layer": self.layer, "cka": self.cka, "change": self.change}
+
+
+@dataclass
+class LayerRank:
+    """A layer of a group, with its numbers for every compared job: one row of the ranking."""
+
+    a: str  # the baseline job's name
+    layer: str
+    cka: Dict[str, Optional[float]]  # compared job's name -> CKA
+    change: Dict[str, Optional[float]]  # compared job's name -> change
+
+    @property
+    def max_change(self) -> Optional[float]:
+        values = [v for v in self.change.values() if v is not None]
+        return max(values) if values else None
+
+    @property
+    def min_cka(self) -> Optional[float]:
+        values = [v for v in self.cka.values() if v is not None]
+        return min(values) if values else None
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"a": self.a, "layer": self.layer, "change": self.max_change, "cka": self.min_cka,
+                "by_job": {b: {"cka": self.cka[b], "change": self.change[b]} for b in self.cka}}
+
+
+@dataclass
+class Group:
+    """Jobs that differ in their checkpoint only, compared with one of them, the baseline."""
+
+    key: str  # the overrides the jobs share, for captions when a sweep has several groups
+    baseline: JobRecord
+    jobs: List[JobRecord]  # the compared jobs, in job order (without the baseline)
+    sketches: Dict[Path, Path]  # job dir -> its sketch file (baseline included)
+    layers: List[str]  # layers of the baseline's sketch, in its order
+    images: List[str]  # images of the baseline's sketch, in its order
+    labels: Dict[str, str] = field(default_factory=dict)  # job name -> column caption: its checkpoint file
+
+
+@dataclass
+class Comparison:
+    """Everything the summary shows of the checkpoints: groups, numbers, ranking, and what went wrong."""
+
+    groups: List[Group] = field(default_factory=list)
+    similarities: List[Similarity] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)  # one line each: a baseline matching no job, a bad file
+    seconds: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.groups or self.errors)
+
+    def ranking(self) -> List[LayerRank]:
+        """Every group's layers, largest change first (then lowest CKA); layers without numbers last."""
+        rows: Dict[Tuple[str, str], LayerRank] = {}
+        for s in self.similarities:
+            row = rows.setdefault((s.a, s.layer), LayerRank(a=s.a, layer=s.layer, cka={}, change={}))
+            row.cka[s.b], row.change[s.b] = s.cka, s.change
+
+        def order(r: LayerRank) -> Tuple[int, float, float]:
+            change, cka = r.max_change, r.min_cka
+            return (change is None, -(change or 0.0), 1.0 if cka is None else cka)
+
+        return sorted(rows.values(), key=order)
+
+    def columns(self) -> List[str]:
+        """The compared checkpoints' captions over every group, in job order (columns of tables and sheets)."""
+        cols: List[str] = []
+        for group in self.groups:
+            cols += [group.labels[j.name] for j in group.jobs if group.labels[j.name] not in cols]
+        return cols
+
+    def baselines(self) -> str:
+        """The groups' baselines as captions say them: their checkpoint files, in group order."""
+        return ", ".join(dict.fromkeys(g.labels[g.baseline.name] for g in self.groups))
+
+    def row_label(self, group: Group, layer: str) -> str:
+        """A layer's row caption: its name, with its group's overrides when the sweep has several groups."""
+        return layer if len(self.groups) == 1 or not group.key else f"{layer} [{group.key}]"
+
+    def cka_matrix(self) -> Tuple[List[str], List[str], np.ndarray]:
+        """(rows, columns, CKA values): a row per layer of each group in network order, NaN where none."""
+        cols = self.columns()
+        found = {(s.a, s.b, s.layer): s.cka for s in self.similarities}
+        rows: List[str] = []
+        values: List[List[float]] = []
+        for group in self.groups:
+            by_col = {group.labels[j.name]: j.name for j in group.jobs}
+            for layer in group.layers:
+                cells = [found.get((group.baseline.name, by_col.get(c, ""), layer)) for c in cols]
+                if any(v is not None for v in cells):
+                    rows.append(self.row_label(group, layer))
+                    values.append([math.nan if v is None else v for v in cells])
+        return rows, cols, np.array(values, np.float64).reshape(len(rows), len(cols))
+
+    def to_json(self) -> Dict[str, Any]:
+        """summary.json's `checkpoint_similarity`, `checkpoint_ranking` and `checkpoint_errors`."""
+        return {"checkpoint_similarity": [s.to_json() for s in self.similarities],
+                "checkpoint_ranking": [r.to_json() for r in self.ranking()],
+                "checkpoint_baselines": {g.baseline.name: [j.name for j in g.jobs] for g in self.groups},
+                "checkpoint_errors": list(self.errors)}
+
+
+def sketch_path(job: JobRecord) -> Path:
+    return job.dir / RESULTS_DIR / SKETCH_FILE
+
+
+def with_sketches(jobs: Sequence[JobRecord]) -> List[JobRecord]:
+    """The ok jobs that left a sketch file (one stat per job: a sweep without sketches costs nothing more)."""
+    return [j for j in jobs if j.status == "ok" and sketch_path(j).is_file()]
+
+
+def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Optional[str] = None) -> Comparison:
+    """The comparison of every group of jobs with sketches; `baseline` overrides the jobs' compare.baseline."""
+    start = time.perf_counter()
+    result = Comparison()
+    candidates = with_sketches(jobs)
+    if len(candidates) < 2:
+        return result
+    metas: Dict[Path, Dict[str, Any]] = {}  # by job dir: two jobs may share a name
+    for job in candidates:
+        try:
+            metas[job.dir] = _meta(sketch_path(job))
+        except UNREADABLE as err:
+            result.errors.append(f"{job.name}: its sketch cannot be read ({err}); left out of the comparison")
+    grouped: Dict[Tuple[str, int, int], List[JobRecord]] = {}
+    for job in candidates:
+        if job.dir in metas:
+            meta = metas[job.dir]
+            grouped.setdefault((group_key(job), int(meta["pixels"]), int(meta["seed"])), []).append(job)
+    for (key, _, _), members in grouped.items():
+        if len(members) < 2:
+            continue
+        wanted = baseline if baseline is not None else configured_baseline(Path(sweep_dir), members, metas)
+        try:
+            base = pick_baseline(members, wanted)
+        except ValueError as err:
+            result.errors.append(str(err))
+            continue
+        others = [j for j in members if j is not base]
+        meta = metas[base.dir]
+        group = Group(key=key, baseline=base, jobs=others, sketches={j.dir: sketch_path(j) for j in members},
+                      layers=list(meta["layers"]), images=list(meta["images"]), labels=column_labels(members))
+        try:
+            result.similarities += _compare_group(group)
+        except UNREADABLE as err:
+            result.errors.append(f"{base.name} and the jobs compared with it: a sketch cannot be read ({err})")
+            continue
+        result.groups.append(group)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def group_key(job: JobRecord) -> str:
+    """The job's overrides but its checkpoint and plumbing: jobs with the same key differ in checkpoint only."""
+    kept = []
+    for override in job.overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key != CHECKPOINT_KEY and key.split(".")[0] not in PLUMBING:
+            kept.append(override)
+    return ",".join(sorted(kept))
+
+
+def configured_baseline(sweep_dir: Path, jobs: Sequence[JobRecord], metas: Dict[Path, Dict[str, Any]]) -> Optional[str]:
+    """compare.baseline as the group's jobs composed it (the first job that set one); None = not set."""
+    for job in jobs:
+        meta = metas.get(job.dir, {})
+        if meta.get("baseline") is not None:
+            return str(meta["baseline"])
+        value = _config_value(job.dir / ".hydra" / "config.yaml")
+        if value is not None:
+            return value
+    return _config_value(sweep_dir / "multirun.yaml")
+
+
+def pick_baseline(jobs: Sequence[JobRecord], wanted: Optional[str]) -> JobRecord:
+    """The job `wanted` names (job name, checkpoint as given, checkpoint file name); None = the lowest number."""
+    if wanted is None:
+        return min(jobs, key=lambda j: (j.num if isinstance(j.num, int) else math.inf, str(j.dir)))
+    for match in (lambda j: j.name == wanted,
+                  lambda j: any(_checkpoint_override(o) == wanted for o in j.overrides),
+                  lambda j: j.checkpoint is not None and j.checkpoint == os.path.basename(wanted.rstrip("/"))):
+        found = [j for j in jobs if match(j)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            break
+    names = ", ".join(j.checkpoint or j.name for j in jobs)
+    raise ValueError(f"compare.baseline={wanted!r} names none (or several) of the jobs compared: "
+                     f"use a job name or one of their checkpoints: {names}")
+
+
+def column_labels(jobs: Sequence[JobRecord]) -> Dict[str, str]:
+    """job name -> its checkpoint's file name; where two jobs share a file name, `<file> #<job number>`."""
+    files = [j.checkpoint for j in jobs]
+    return {j.name: j.checkpoint if j.checkpoint and files.count(j.checkpoint) == 1 else f"{j.checkpoint} #{j.num}"
+            for j in jobs}
+
+
+def pair_numbers(a: Sketch, b: Sketch, layer: str) -> Tuple[Optional[float], Optional[float]]:
+    """(CKA, change) of one layer over every image both sketches hold it for."""
+    acc = Accumulator()
+    diff = base = 0.0
+    for stem in a.images:
+        x, y = a.features(stem, layer), b.features(stem, layer)
+        if x is None or y is None:
+            continue
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{layer} on {stem}: {x.shape[0]} pixels against {y.shape[0]}")
+        acc.add(x, y)
+        if x.shape == y.shape:
+            x64, y64 = x.astype(np.float64), y.astype(np.float64)
+            diff += float(np.abs(y64 - x64).sum())
+            base += float(np.abs(x64).sum())
+    cka = acc.value()
+    change = diff / base if base > 0 else None
+    return (None if math.isnan(cka) else cka), change
+
+
+def _compare_group(group: Group) -> List[Similarity]:
+    base_path = group.sketches[group.baseline.dir]
+    base: Optional[Sketch] = None
+    out: List[Similarity] = []
+    for job in group.jobs:
+        path = group.sketches[job.dir]
+        keys = {layer: (_stat(base_path), _stat(path), layer) for layer in group.layers}
+        other: Optional[Sketch] = None
+        for layer in group.layers:
+            if keys[layer] not in _PAIRS:
+                if base is None:
+                    base = Sketch(base_path)
+                if other is None:
+                    other = Sketch(path)
+                if layer not in other.layers:
+                    continue
+                _PAIRS[keys[layer]] = pair_numbers(base, other, layer)
+            cka, change = _PAIRS[keys[layer]]
+            out.append(Similarity(a=group.baseline.name, b=job.name, layer=layer, cka=cka, change=change))
+    return out
+
+
+def _stat(path: Path) -> Stat:
+    st = path.stat()
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _meta(path: Path) -> Dict[str, Any]:
+    """A sketch's meta only (np.load reads an npz entry when it is asked for)."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+    for key in ("layers", "images", "pixels", "seed"):
+        if key not in meta:
+            raise KeyError(key)
+    return meta
+
+
+def _config_value(path: Path) -> Optional[str]:
+    """compare.baseline in a composed config file (a job's .hydra/config.yaml, a sweep's multirun.yaml)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    value = ((data or {}).get("compare") or {}).get("baseline") if isinstance(data, dict) else None
+    return None if value is None else str(value)
+
+
+def _checkpoint_override(override: str) -> Optional[str]:
+    key, _, value = override.partition("=")
+    if key.lstrip("+~") != CHECKPOINT_KEY:
+        return None
+    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value
