@@ -265,7 +265,7 @@ def test_sweep_over_checkpoints_compares_them_layer_by_layer(tmp_path):
     _perturb_layer3(CHECKPOINT, noisy)
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", f"model.checkpoint={CHECKPOINT},{same},{noisy}", "layers=backbone", "max_images=2",
-                   "backends=[local]", f"hydra.sweep.dir={sweep}")
+                   "backends=[local,wandb]", "wandb.mode=offline", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     jobs = load_results(sweep)
     assert [j.status for j in jobs] == ["ok"] * 3
@@ -287,6 +287,17 @@ def test_sweep_over_checkpoints_compares_them_layer_by_layer(tmp_path):
     assert {r["layer"] for r in summary["checkpoint_ranking"][:2]} == {"backbone[2]", "backbone[3]"}
     assert sorted(summary["diff_sheets"]) == [j for j in jobs[0].images]
     assert (sweep / "summary" / summary["diff_sheets"][jobs[0].images[0]]["file"]).is_file()
+
+    # the baseline ran first: each later job's own W&B run has its CKA against it, as the summary has
+    from tests.conftest import history, wandb_records, wandb_runs
+
+    (run_dir,) = wandb_runs(jobs[2].dir / "featvis")
+    logged = {k: v for row in history(wandb_records(run_dir)) for k, v in row.items() if k.startswith("cka/")}
+    assert sorted(logged) == [f"cka/{layer}" for layer in layers]
+    for layer in layers:
+        assert abs(logged[f"cka/{layer}"] - entries[("model.checkpoint=noisy.pth", layer)]["cka"]) < 1e-6
+    (first,) = wandb_runs(jobs[0].dir / "featvis")
+    assert not any(k.startswith("cka/") for row in history(wandb_records(first)) for k in row)  # the baseline
 
 
 def test_the_wandb_summary_run_gets_the_cka_table_heatmap_diffs_and_scalars(tmp_path):

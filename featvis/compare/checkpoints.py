@@ -42,7 +42,7 @@ from featvis.compare.cka import Accumulator
 from featvis.compare.sketch import SKETCH_FILE, Sketch
 from featvis.config.job import PLUMBING
 from featvis.pipeline.result import RESULTS_DIR
-from featvis.sweep.results import JobRecord
+from featvis.sweep.results import JobRecord, load_results
 
 log = logging.getLogger(__name__)
 
@@ -338,3 +338,29 @@ def _checkpoint_override(override: str) -> Optional[str]:
     if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
     return value
+
+
+Numbers = Tuple[Optional[float], Optional[float]]  # (CKA, change) of one layer
+
+
+def against_baseline(sweep_dir: Path, me: JobRecord, own: Path,
+                     wanted: Optional[str]) -> Optional[Tuple[JobRecord, Dict[str, Numbers]]]:
+    """For a job still running: its layers' (CKA, change) against its group's baseline, when the
+    baseline is another job of the sweep that has finished with a sketch (it ran first); else None.
+
+    The job's own numbers for its W&B run; the sweep summary computes the same for every job.
+    """
+    finished = [j for j in with_sketches(load_results(sweep_dir))
+                if j.dir != me.dir and group_key(j) == group_key(me)]
+    if not finished:
+        return None
+    try:
+        baseline = pick_baseline([*finished, me], wanted)
+    except ValueError:  # names a job that has not run yet, or none: the summary says so
+        return None
+    if baseline is me:
+        return None
+    base, mine = Sketch(sketch_path(baseline)), Sketch(own)
+    if (base.meta.get("pixels"), base.meta.get("seed")) != (mine.meta.get("pixels"), mine.meta.get("seed")):
+        return None
+    return baseline, {layer: pair_numbers(base, mine, layer) for layer in mine.layers if layer in base.layers}

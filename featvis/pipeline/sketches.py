@@ -14,6 +14,11 @@ all its images, `featvis/layer_similarity.csv` and `.png`, and logs the picture 
 backend as panel `similarity/layers` of the pseudo image `layer_similarity`, at the last
 image's step (W&B keeps one history row per image).
 
+In a sweep whose baseline job (compare.baseline, else the first) finished before this one,
+`finish` also compares this job's sketch with the baseline's (featvis.compare.checkpoints
+`against_baseline`, the summary's own arithmetic) and logs `cka/<layer>` and
+`change/<layer>` as scalars of this job's run.
+
 A job that sketches nothing pays nothing: no points, no sampling, no file. Grad-CAM runs the
 model itself, without the recorder: it keeps no sketch (one info line says so).
 """
@@ -25,9 +30,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 
 from featvis.backends.png import write_png
 from featvis.backends.visualizer import FeatureVisualizer
+from featvis.compare.checkpoints import against_baseline
 from featvis.compare.layers import LayerSimilarity, write_csv
 from featvis.compare.sketch import SketchWriter, positions
 from featvis.config.job import JobInfo
@@ -35,6 +42,7 @@ from featvis.record.recorded import Recorded
 from featvis.reduce.base import Reduction
 from featvis.render.panel import Panel
 from featvis.render.similarity import similarity_picture
+from featvis.sweep.results import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,14 @@ SIMILARITY_CSV = "layer_similarity.csv"
 SIMILARITY_PNG = "layer_similarity.png"
 SIMILARITY_PANEL = "similarity/layers"
 SIMILARITY_IMAGE = "layer_similarity"  # the pseudo image the panel belongs to in the backends
+
+
+def job_number() -> Optional[int]:
+    """Hydra's number of the running job (the sweep's order); None outside a Hydra multirun job."""
+    try:
+        return int(HydraConfig.get().job.num)
+    except Exception:  # no Hydra runtime (the compose API, tests), or a run without a number
+        return None
 
 
 def wanted(compare: Any, swept: Any) -> bool:
@@ -59,6 +75,9 @@ class JobSketches:
         self.writer = writer
         self.similarity = similarity
         self.points: Optional[np.ndarray] = positions(writer.pixels, writer.seed) if writer else None
+        self.job: Optional[JobInfo] = None  # in a sweep: the job's CKA against a baseline that ran first
+        self.baseline: Optional[str] = None  # compare.baseline
+        self.num: Optional[int] = None  # Hydra's job number
 
     @classmethod
     def for_job(cls, cfg: Any, job: JobInfo, reduction: Reduction, staging: Path) -> "JobSketches":
@@ -73,7 +92,31 @@ class JobSketches:
                 "checkpoint": cfg.model.checkpoint, "reduction": cfg.reduction.name,
                 "baseline": compare.baseline}  # the sweep summary picks the baseline from here first
         writer = SketchWriter(compare.pixels, compare.seed, meta=meta, stream=Path(staging))
-        return cls(staging, writer, LayerSimilarity() if compare.layer_similarity else None)
+        made = cls(staging, writer, LayerSimilarity() if compare.layer_similarity else None)
+        made.job, made.baseline, made.num = job, compare.baseline, job_number()
+        return made
+
+    def _log_against_baseline(self, path: Path, visualizer: FeatureVisualizer, step: int) -> None:
+        """In a sweep whose baseline job ran first: this job's per-layer CKA and change against it, as
+        scalars `cka/<layer>`, `change/<layer>` of its own run (the summary has every job's)."""
+        if self.job is None or self.job.sweep_dir is None:
+            return
+        me = JobRecord(dir=Path(self.job.output_dir), name=self.job.name, status="ok", num=self.num,
+                       overrides=list(self.job.overrides))
+        try:
+            found = against_baseline(Path(self.job.sweep_dir), me, path, self.baseline)
+        except Exception as err:  # a damaged earlier sketch: the summary reports it; the job goes on
+            log.warning("no CKA against the baseline for this job's run: %s", err)
+            return
+        if found is None:
+            return
+        baseline, numbers = found
+        scalars = {f"{kind}/{layer}": value for layer, pair in numbers.items()
+                   for kind, value in zip(("cka", "change"), pair) if value is not None}
+        if scalars:
+            visualizer.add_scalars(scalars, step=step)
+            log.info("CKA against the baseline %s: %s", baseline.name,
+                     ", ".join(f"{layer} {pair[0]:.4f}" for layer, pair in numbers.items() if pair[0] is not None))
 
     def add(self, recorded: Recorded) -> Recorded:
         """Keep this image's sketches (every map that has one); returns `recorded`, for the drawer."""
@@ -100,6 +143,7 @@ class JobSketches:
         if path is not None:
             log.info("sketch of %d images x %d layers for compare: %s (%.1f MB)", len(self.writer.images),
                      len(self.writer.layers), path.name, path.stat().st_size / 1e6)
+            self._log_against_baseline(path, visualizer, step)
         if self.similarity is None or not self.similarity.layers:
             return
         layers, matrix = self.similarity.layers, self.similarity.matrix()
