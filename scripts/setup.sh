@@ -26,10 +26,16 @@ pip=("$VENV/bin/python" -m pip install --disable-pip-version-check --quiet)
 
 if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
     echo "featvis setup: building mmcv 2.1.0 with its compiled ops from source."
-    echo "featvis setup: the first install compiles mmcv and takes minutes (about 11 on 2 cores);"
-    echo "featvis setup: pip caches the wheel, so later installs take seconds."
+    echo "featvis setup: the first install compiles mmcv and takes a long while (measured on 2 cores below"
+    echo "featvis setup: in the README); pip caches the wheel, so later installs take seconds."
     # opencv-python-headless first, so mmcv does not pull the GUI build of opencv.
     "${pip[@]}" "numpy<2.3" opencv-python-headless mmengine==0.10.7
+    # Python's own compile flags (-DNDEBUG -g -fwrapv -O3 -Wall ...) with -g0 after them: no
+    # debug info, which the ops never need and which costs compile time and wheel size; the
+    # optimisation level stays. setuptools REPLACES its flags with $CFLAGS when it is set,
+    # so the base flags must be spelled out. MAX_JOBS: compilers at once (torch's ninja build).
+    flags="$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_config_var('CFLAGS') or '')") -g0"
+    CFLAGS="$flags ${CFLAGS:-}" CXXFLAGS="$flags ${CXXFLAGS:-}" \
     MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         "${pip[@]}" --no-build-isolation mmcv==2.1.0
 fi
