@@ -1,11 +1,11 @@
-"""The job's visualizer: every backend gets each picture, encoded as PNG only once."""
+"""The job's visualizer: every backend gets each picture, encoded once per format whichever backends want it."""
 
 import cv2
 import numpy as np
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import BaseVisBackend
 
-from featvis.backends import png as png_module
+from featvis.backends import encoding as png_module
 from featvis.backends.adapter import MMEngineBackend
 from featvis.backends.base import RunInfo
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
@@ -18,7 +18,8 @@ def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatc
     calls = []
     real = png_module.cv2.imencode
     monkeypatch.setattr(png_module.cv2, "imencode", lambda *a, **k: calls.append(1) or real(*a, **k))
-    backends = {k: dict(v) for k, v in compose_cfg("backends=[local,wandb]").backends.items()}
+    cfg = compose_cfg("backends=[local,wandb]", "wandb.image_format=png", "wandb.max_side=null")  # full-size PNG
+    backends = {k: dict(v) for k, v in cfg.backends.items()}
     pictures = [np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8) for i in range(3)]
     vis = FeatureVisualizer(backends, tmp_path, RunInfo(name="t", job_type="t", group=None))
     with vis:
@@ -45,7 +46,8 @@ def test_a_job_encodes_each_of_its_pictures_once(tmp_path, monkeypatch):
     cfg = compose_cfg("backends=[local,wandb]", "layers=dense", f"image={ASSETS / 'demo/images/scene_000.png'}")
     result = pipeline.run(cfg, JobInfo(output_dir=tmp_path))
     written = sorted((result.output_dir / "local").rglob("*.png"))
-    assert len(written) == len(result.panels["scene_000"]) > 30 and len(calls) == len(written)
+    # once for the local PNGs, once for W&B's JPEGs (the scenes are smaller than wandb.max_side)
+    assert len(written) == len(result.panels["scene_000"]) > 30 and len(calls) == 2 * len(written)
     (run,) = wandb_runs(result.output_dir)
     (row,) = history(wandb_records(run))
     assert sum(k.endswith("._type") and row[k] == "image-file" for k in row) == len(written)
@@ -81,7 +83,7 @@ def test_mmengine_backends_are_wrapped_and_get_plain_add_image_calls(tmp_path):
     _Recording.calls = []
     picture = np.zeros((6, 8, 3), np.uint8)
     vis = FeatureVisualizer({"rec": {"type": "FeatvisTestRecording"}}, tmp_path, RunInfo("t", "t", None))
-    assert isinstance(vis.backends["rec"], MMEngineBackend) and not vis.wants_png
+    assert isinstance(vis.backends["rec"], MMEngineBackend) and vis.formats == []
     assert vis.backends["rec"].inner._save_dir == str(tmp_path / "rec")
     with vis:
         vis.start()

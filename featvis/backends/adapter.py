@@ -12,7 +12,7 @@ from typing import Any, Optional
 from mmengine.visualization.vis_backend import BaseVisBackend
 
 from featvis.backends.base import FeatvisBackend
-from featvis.backends.png import LazyPNG
+from featvis.backends.encoding import Encoded
 from featvis.render.panel import Panel
 
 
@@ -33,7 +33,7 @@ class MMEngineBackend(FeatvisBackend):
     def add_config(self, config: Any, **kwargs: Any) -> None:
         self.inner.add_config(config, **kwargs)
 
-    def add_panel(self, panel: Panel, step: int, image_id: str, png: LazyPNG) -> None:
+    def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
         self.inner.add_image(panel.name, panel.picture, step=step)
 
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:

@@ -4,10 +4,12 @@ MMEngine's interface (`add_config`, `add_image`, `add_scalars`, `close`) knows a
 only as a name and an array. featvis's backends (`FeatvisBackend`) take what the render
 stage made of it instead, and a little more from the visualizer (featvis.backends.visualizer):
 
-- `add_panel(panel, step, image_id, png)`: one `Panel` of input image `image_id` (every
-  panel of an image has the same step), with the visualizer's shared PNG encoding;
-- `wants_png`: whether the backend stores PNG bytes (then the visualizer encodes all of an
-  image's pictures at once, in parallel, and every such backend reuses the bytes);
+- `add_panel(panel, step, image_id, encoded)`: one `Panel` of input image `image_id` (every
+  panel of an image has the same step), with the visualizer's shared encodings of it;
+- `picture_format`: how the backend stores picture files (featvis.backends.encoding
+  `PictureFormat`: format, quality, longest side), or None for a backend that takes the
+  array (MMEngine's); the visualizer encodes all of an image's pictures in every format
+  wanted at once, in parallel, and backends that want the same format share the bytes;
 - `start()`: begin slow set-up in the background, once every input has been checked;
 - `close(failed)`: finish, knowing whether the job failed (W&B marks the run failed);
 - `save_dir_for(job_dir, key)`: where the backend writes unless its config says;
@@ -23,12 +25,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 from mmengine.visualization.vis_backend import BaseVisBackend
 
-from featvis.backends.png import LazyPNG
+from featvis.backends.encoding import Encoded, PictureFormat
 from featvis.render.panel import Panel
 
 
@@ -48,11 +50,11 @@ DEFAULT_RUN = RunInfo(name="featvis", job_type="default", group=None)
 class FeatvisBackend(BaseVisBackend):
     """A visualization backend that takes featvis's panels; see the module docstring."""
 
-    wants_png: ClassVar[bool] = False
-
-    def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None) -> None:
+    def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None,
+                 picture_format: Optional[PictureFormat] = None) -> None:
         super().__init__(save_dir)
         self.run_info = run_info or DEFAULT_RUN
+        self.picture_format = picture_format  # None: takes the picture itself, stores no file
 
     @classmethod
     def save_dir_for(cls, job_dir: Path, key: str) -> Path:
@@ -63,13 +65,14 @@ class FeatvisBackend(BaseVisBackend):
         """Begin slow set-up (opening a run) in the background; by default nothing to do."""
 
     @abstractmethod
-    def add_panel(self, panel: Panel, step: int, image_id: str, png: LazyPNG) -> None:
-        """Record one picture of input image `image_id`; `png` is its (lazily) shared PNG encoding."""
+    def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
+        """Record one picture of input image `image_id`; `encoded` holds its shared encodings
+        (`encoded.data(self.picture_format)`: made once, whichever backends ask)."""
 
     def add_image(self, name: str, image: np.ndarray, step: int = 0, **kwargs: Any) -> None:
         """MMEngine's interface: the picture as a panel called `name`, captioned `caption` if given."""
         panel = Panel(name, image, kwargs.get("caption") or name)
-        self.add_panel(panel, step, kwargs.get("image_id") or f"{step:05d}", LazyPNG(image))
+        self.add_panel(panel, step, kwargs.get("image_id") or f"{step:05d}", Encoded(image))
 
     def close(self, failed: bool = False) -> None:
         """Flush and finish; `failed`: the job failed. By default nothing to do."""

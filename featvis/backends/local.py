@@ -1,5 +1,9 @@
 """PNG files, one folder per input image: `<save_dir>/<image>/<panel>.png`.
 
+Full-size PNG by default (lossless: the files hold exactly the drawn pictures); the
+backend's `image_format`, `quality` and `max_side` kwargs choose another
+(featvis.backends.encoding), e.g. JPEG for a whole validation split.
+
 Unlike MMEngine's LocalVisBackend (`vis_image/<name>_<step>.png`, which cannot write
 names holding a `/`), panel names such as `featmap/decode_head` become sub-folders.
 """
@@ -15,24 +19,23 @@ from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import force_init_env
 
 from featvis.backends.base import FeatvisBackend, RunInfo
-from featvis.backends.png import LazyPNG, write_png
+from featvis.backends.encoding import PNG, Encoded, PictureFormat, write_picture
 from featvis.render.panel import Panel
 
 
-def panel_file(root: Path, image_id: str, panel: str) -> Path:
+def panel_file(root: Path, image_id: str, panel: str, suffix: str = PNG.suffix) -> Path:
     """Where the local backend writes picture `panel` of image `image_id` under its folder `root`.
 
     The one place that knows this layout: the sweep summary reads pictures back through it.
     """
-    return Path(root) / image_id / f"{panel}.png"
+    return Path(root) / image_id / f"{panel}{suffix}"
 
 
 @VISBACKENDS.register_module()
 class FeatvisLocalVisBackend(FeatvisBackend):
-    wants_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
-
-    def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None) -> None:
-        super().__init__(save_dir, run_info)
+    def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None, image_format: str = "png",
+                 quality: int = 95, max_side: Optional[int] = None) -> None:
+        super().__init__(save_dir, run_info, PictureFormat(image_format, quality, max_side))
         self._root = Path(save_dir)
 
     @property  # type: ignore[misc]
@@ -50,10 +53,11 @@ class FeatvisLocalVisBackend(FeatvisBackend):
         (self._root / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     @force_init_env
-    def add_panel(self, panel: Panel, step: int, image_id: str, png: LazyPNG) -> None:
-        path = panel_file(self._root, image_id, panel.name)
+    def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
+        fmt = self.picture_format
+        path = panel_file(self._root, image_id, panel.name, fmt.suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_png(path, panel.picture, png)
+        write_picture(path, panel.picture, encoded, fmt)
 
     @force_init_env
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:

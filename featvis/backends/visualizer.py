@@ -11,7 +11,7 @@ featvis.backends.adapter.MMEngineBackend, so every backend is driven alike.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Set
+from typing import Any, Dict, List, Mapping, Sequence, Set
 
 import mmengine.visualization  # noqa: F401  (registers MMEngine's backends)
 from mmengine.config import Config
@@ -20,7 +20,8 @@ from mmengine.registry import VISBACKENDS
 import featvis.backends  # noqa: F401  (registers featvis's backends)
 from featvis.backends.adapter import MMEngineBackend
 from featvis.backends.base import FeatvisBackend, RunInfo
-from featvis.backends.png import LazyPNG, encode_all
+from featvis.backends.encoding import Encoded, PictureFormat, encode_all
+from featvis.errors import ConfigError
 from featvis.render.panel import Panel
 
 
@@ -35,7 +36,10 @@ def build_backend(key: str, spec: Mapping[str, Any], job_dir: Path, run_info: Ru
     if issubclass(cls, FeatvisBackend):
         kwargs.setdefault("save_dir", str(cls.save_dir_for(job_dir, key)))
         kwargs["run_info"] = run_info
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError as err:  # a picture format kwarg: say which backend's
+            raise ConfigError(f"backends.{key}.kwargs.{err}") from None
     kwargs.setdefault("save_dir", str(job_dir / key))
     return MMEngineBackend(cls(**kwargs))
 
@@ -58,22 +62,22 @@ class FeatureVisualizer:
             backend.add_config(as_mmengine)
 
     @property
-    def wants_png(self) -> bool:
-        """Whether a backend stores PNG bytes (featvis's local and W&B backends)."""
-        return any(b.wants_png for b in self.backends.values())
+    def formats(self) -> List[PictureFormat]:
+        """The picture formats the backends store (featvis's local and W&B backends), each once."""
+        wanted = (b.picture_format for b in self.backends.values())
+        return list({fmt.key: fmt for fmt in wanted if fmt is not None}.values())
 
     def add_panels(self, panels: Sequence[Panel], step: int, image_id: str) -> None:
         """One input image's panels to every backend, in order, all at `step`.
 
-        Each picture is PNG-encoded at most once, whichever backends store it; when one
-        does, all of the image's pictures are encoded up front, in parallel.
+        Each picture is encoded at most once per format, whichever backends store it; all of
+        the image's pictures are encoded up front, in every format wanted, in parallel.
         """
-        pngs = [LazyPNG(panel.picture) for panel in panels]
-        if self.wants_png:
-            encode_all(pngs)
-        for panel, png in zip(panels, pngs):
+        encoded = [Encoded(panel.picture) for panel in panels]
+        encode_all(encoded, self.formats)
+        for panel, pictures in zip(panels, encoded):
             for backend in self.backends.values():
-                backend.add_panel(panel, step=step, image_id=image_id, png=png)
+                backend.add_panel(panel, step=step, image_id=image_id, encoded=pictures)
 
     def add_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         """One step's scalars (e.g. `stats/<layer>/mean`) to every backend."""

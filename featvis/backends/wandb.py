@@ -9,11 +9,14 @@ Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
 - `step` is honoured and all panels of one image go into one `log` call, one history
   row per image; images carry captions;
 - the run is named, grouped and configured from the Hydra job (see featvis.config.job);
-- pictures are PNG-encoded by OpenCV (about 9x faster than wandb's own PIL encoding)
-  and handed to `wandb.Image` as files;
+- pictures are encoded by OpenCV (about 9x faster than wandb's own PIL encoding) and
+  handed to `wandb.Image` as files: JPEG at quality 90, at most 1024 pixels on the longer
+  side by default (`wandb.image_format`, `wandb.quality`, `wandb.max_side`), since W&B's
+  panels are a few hundred pixels wide; `wandb.image_format=png wandb.max_side=null` logs
+  the full-size lossless pictures;
 - the `input` picture carries the prediction and the ground truth as interactive masks
   (the panel's `labels`, featvis.render.panel.LabelMaps; label 255, mmseg's ignore
-  index, is called "ignore");
+  index, is called "ignore"), shrunk with the picture (nearest label);
 - a failed job's run is finished with exit code 1 (`close(failed=True)`), keeping what it logged;
 - at close, a `featvis/table` W&B Table (one row per image: its id, the input with masks,
   every layer's map and its `stats`) goes into the run's summary, not its history, so
@@ -33,12 +36,13 @@ from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import urlparse
 
+import cv2
 import numpy as np
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import force_init_env
 
 from featvis.backends.base import FeatvisBackend, RunInfo
-from featvis.backends.png import LazyPNG, write_png
+from featvis.backends.encoding import Encoded, PictureFormat, write_picture
 from featvis.backends.wandb_run import RunSpec, open_run
 from featvis.errors import ConfigError
 from featvis.render.labels import IGNORE_INDEX  # mmseg's ignore label in ground-truth masks
@@ -47,6 +51,7 @@ from featvis.render.panel import Panel
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.wandb.ai"
+WANDB_FORMATS = ("jpeg", "png")  # what wandb.Image takes from a file and its UI shows
 
 
 def api_key_configured() -> bool:
@@ -75,12 +80,14 @@ def resolve_mode(mode: str) -> str:
 
 @VISBACKENDS.register_module()
 class FeatvisWandbVisBackend(FeatvisBackend):
-    wants_png = True  # takes the visualizer's shared encoding (featvis.backends.png)
-
     def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None, project: str = "featvis",
                  entity: Optional[str] = None, mode: str = "auto", group: Optional[str] = None,
-                 init_timeout: float = 30.0) -> None:
-        super().__init__(save_dir, run_info)
+                 init_timeout: float = 30.0, image_format: str = "jpeg", quality: int = 90,
+                 max_side: Optional[int] = 1024) -> None:
+        if image_format not in WANDB_FORMATS:
+            raise ConfigError(f"image_format={image_format!r}: W&B shows {' or '.join(WANDB_FORMATS)} "
+                              "pictures; use one of those")
+        super().__init__(save_dir, run_info, PictureFormat(image_format, quality, max_side))
         self.project, self.entity, self.group = project, entity, group or self.run_info.group
         self.mode = resolve_mode(mode)  # fails here, before any work, on online without a key
         self.init_timeout = init_timeout
@@ -139,12 +146,17 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         """Nothing to add: the resolved config went to `wandb.init` with the run (`RunInfo.config`)."""
 
     @force_init_env
-    def add_panel(self, panel: Panel, step: int, image_id: str, png: LazyPNG) -> None:
+    def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
+        fmt = self.picture_format
         self._n_encoded += 1
-        path = self._encoded / f"{self._n_encoded}.png"
-        write_png(path, panel.picture, png)
+        path = self._encoded / f"{self._n_encoded}{fmt.suffix}"
+        write_picture(path, panel.picture, encoded, fmt)
         labels = panel.labels
-        masks = _masks(labels.prediction, labels.ground_truth, labels.class_names) if labels is not None else {}
+        masks = {}
+        if labels is not None:  # label maps at the picture's stored size: nearest label, no blending
+            gt = labels.ground_truth
+            masks = _masks(_shrink_labels(fmt, labels.prediction), None if gt is None else _shrink_labels(fmt, gt),
+                           labels.class_names)
         picture = _wandb().Image(str(path), caption=panel.caption, masks=masks or None)
         self._stage(panel.name, picture, step)
         if panel.name == "input" or panel.layer is not None:
@@ -203,6 +215,16 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         data = [[image_id, *(row.get(c) for c in columns[1:])] for image_id, row in self._rows.items()]
         # in the summary, not the history: the history keeps exactly one row per image
         self._run.summary["featvis/table"] = _wandb().Table(columns=columns, data=data, allow_mixed_types=True)
+
+
+def _shrink_labels(fmt: PictureFormat, labels: np.ndarray) -> np.ndarray:
+    """A label map at the size `fmt` stores its picture (nearest neighbour: labels stay labels)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or fmt.size(*labels.shape) == labels.shape:
+        return labels
+    if labels.dtype not in (np.uint8, np.uint16, np.int16, np.int32, np.float32):
+        labels = labels.astype(np.int32)
+    return fmt.shrink(labels, cv2.INTER_NEAREST)
 
 
 def _wandb() -> ModuleType:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from cachetools import LRUCache
 
+from featvis.backends.encoding import png_bytes
 from featvis.compare.checkpoints import Comparison
 from featvis.compare.sketch import Sketch
 from featvis.io import write_atomic
@@ -31,7 +32,6 @@ from featvis.render.colormaps import DIVERGING, NEUTRAL
 from featvis.render.draw import draw_scale_bar
 from featvis.render.heatmap import colorize
 from featvis.render.scales import Scale, format_number, make_scale
-from featvis.sweep.sheets import png_bytes
 
 TILE_H = 128  # height of each difference map
 LABEL_W = 200  # the layer-name column

@@ -21,7 +21,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from featvis.backends.encoding import PictureFormat
 from featvis.backends.visualizer import known_backend_types
+from featvis.backends.wandb import WANDB_FORMATS
 from featvis.config import paths
 from featvis.errors import ConfigError
 from featvis.reduce import registry as reductions
@@ -127,6 +129,9 @@ class WandbConfig:
     mode: WandbMode = WandbMode.auto
     group: Optional[str] = None  # null: one group per multirun sweep
     init_timeout: float = 30.0  # seconds before wandb.init gives up
+    image_format: str = "jpeg"  # jpeg | png: how pictures are uploaded
+    quality: int = 90  # jpeg quality, 1..100
+    max_side: Optional[int] = 1024  # longest side of an uploaded picture, in pixels; null = full size
 
 
 @dataclass
@@ -220,6 +225,13 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(f"device={cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N")
     if not 0 < cfg.wandb.init_timeout < float("inf"):  # NaN too
         raise ConfigError(f"wandb.init_timeout={cfg.wandb.init_timeout} must be a positive number of seconds")
+    if cfg.wandb.image_format not in WANDB_FORMATS:
+        raise ConfigError(f"wandb.image_format={cfg.wandb.image_format!r}: W&B shows "
+                          f"{' or '.join(WANDB_FORMATS)} pictures; use one of those")
+    try:
+        PictureFormat(cfg.wandb.image_format, cfg.wandb.quality, cfg.wandb.max_side)
+    except ConfigError as err:
+        raise ConfigError(f"wandb.{err}") from None
     if cfg.max_images is not None and cfg.max_images < 1:
         raise ConfigError(f"max_images={cfg.max_images} must be at least 1 (or null for every image)")
     if not cfg.backends:

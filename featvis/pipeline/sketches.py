@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 
-from featvis.backends.png import write_png
+from featvis.backends.encoding import write_png
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.compare.checkpoints import against_baseline
 from featvis.compare.layers import LayerSimilarity, write_csv

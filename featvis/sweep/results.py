@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from mmengine.registry import VISBACKENDS
 
+from featvis.backends.encoding import FORMATS, SUFFIXES
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
 from featvis.config.paths import config_stem
 from featvis.errors import SkippedImagesError
@@ -167,7 +168,7 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         dir=out, num=_safe(lambda: int(HydraConfig.get().job.num)), overrides=list(info.overrides),
         name=info.name, job_type=info.job_type, status=status, error=error_line,
         exit_code=0 if error is None else getattr(error, "exit_code", 1), images=images, panels=panels,
-        panel_files=None if local is None else _panel_files(local, out, panels),
+        panel_files=None if local is None else _panel_files(local, out, panels, _local_suffix(cfg)),
         forwards=getattr(result, "forwards", None), reused=getattr(result, "reused", None),
         weights=getattr(result, "weights", None), labels=dict(getattr(result, "labels", None) or {}),
         model=_safe(lambda: cfg.model.name or config_stem(cfg.model.config)) or info.choices.get("model"),
@@ -192,12 +193,21 @@ def local_root(cfg: Any, job_dir: Path) -> Optional[Path]:
     return None
 
 
-def _panel_files(root: Path, job_dir: Path, panels: Dict[str, List[str]]) -> PanelFiles:
+def _local_suffix(cfg: Any) -> str:
+    """The file suffix of the local backend's pictures (its `image_format` kwarg; .png by default)."""
+    for spec in (cfg.backends or {}).values():
+        cls = VISBACKENDS.get(spec.get("type"))
+        if isinstance(cls, type) and issubclass(cls, FeatvisLocalVisBackend):
+            return FORMATS.get((spec.get("kwargs") or {}).get("image_format") or "png", ".png")
+    return ".png"
+
+
+def _panel_files(root: Path, job_dir: Path, panels: Dict[str, List[str]], suffix: str = ".png") -> PanelFiles:
     files: PanelFiles = {}
     for stem, names in panels.items():
         files[stem] = {}
         for panel in names:
-            path = panel_file(root, stem, panel)
+            path = panel_file(root, stem, panel, suffix)
             try:
                 files[stem][panel] = str(path.relative_to(job_dir))
             except ValueError:  # a save_dir outside the job's folder
@@ -211,7 +221,8 @@ def _scan_panels(local: Path) -> Tuple[List[str], Dict[str, List[str]]]:
     panels: Dict[str, List[str]] = {}
     if local.is_dir():
         for folder in sorted(p for p in local.iterdir() if p.is_dir()):
-            names = sorted(str(p.relative_to(folder))[:-4] for p in folder.rglob("*.png"))
+            names = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*")
+                           if p.suffix in SUFFIXES)
             if names:
                 images.append(folder.name)
                 panels[folder.name] = names

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 from cachetools import LRUCache
 
-from featvis.backends.png import LazyPNG
 from featvis.render.draw import grid
 from featvis.sweep.results import NO_PICTURES, JobRecord
 
@@ -97,9 +96,6 @@ def contact_sheet(jobs: Sequence[JobRecord], stem: str) -> Sheet:
     return Sheet(sheet, layout, strips)
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """An RGB picture as PNG file contents."""
-    return LazyPNG(rgb).data()
 
 
 def _read_rgb(path: Path) -> Optional[np.ndarray]:

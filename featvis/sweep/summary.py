@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from featvis.backends.encoding import png_bytes
 from featvis.compare.checkpoints import UNREADABLE, Comparison, compare_checkpoints
 from featvis.compare.diff import DiffSheet, write_diff_sheets
 from featvis.io import write_atomic
 from featvis.render.cka_table import cka_heatmap
 from featvis.sweep.index import render_index
 from featvis.sweep.results import SUMMARY, JobRecord, load_results
-from featvis.sweep.sheets import SheetLayout, contact_sheet, png_bytes, sheet_stems
+from featvis.sweep.sheets import SheetLayout, contact_sheet, sheet_stems
 from featvis.sweep.wandb_summary import WANDB_MARK, Strips, wandb_jobs, wandb_summary
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from featvis.backends.encoding import png_bytes
 from featvis.backends.wandb import resolve_mode
 from featvis.backends.wandb_run import RunSpec, open_run
 from featvis.compare.checkpoints import Comparison, compare_checkpoints
@@ -31,7 +32,7 @@ from featvis.compare.diff import diff_file
 from featvis.config.job import JobInfo
 from featvis.render.cka_table import cka_heatmap
 from featvis.sweep.results import SUMMARY, JobRecord, WandbSettings, load_results
-from featvis.sweep.sheets import contact_sheet, png_bytes, sheet_stems
+from featvis.sweep.sheets import contact_sheet, sheet_stems
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,151 @@
+"""Picture files as each backend wants them: format, quality, display size; each made once.
+
+A backend that stores files declares its `PictureFormat` (featvis's local backend: PNG at
+full size by default; W&B: JPEG at quality 90, at most 1024 pixels on the longer side, since
+its panels are a few hundred pixels wide). The visualizer wraps each picture in an
+`Encoded`, which encodes it at most once per format whichever backends ask, and
+`encode_all` encodes one image's pictures, in every format wanted, on all cores before the
+backends write them (OpenCV releases the GIL while it resizes and encodes, so threads scale).
+
+Shrinking is OpenCV's INTER_AREA (an average over each output pixel's footprint: no
+aliasing on heat maps and label edges); PNG is lossless, so a PNG at full size decodes to
+exactly the drawn picture.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from featvis.errors import ConfigError
+
+FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}  # format -> file suffix
+SUFFIXES = tuple(FORMATS.values())
+PNG_STRATEGY = cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
+
+
+@dataclass(frozen=True)
+class PictureFormat:
+    """How a backend stores pictures: file format, its quality (jpeg, webp), the longest side."""
+
+    image_format: str = "png"  # png (lossless) | jpeg | webp
+    quality: int = 90  # 1..100, for jpeg and webp; png ignores it
+    max_side: Optional[int] = None  # pictures with a longer side are shrunk to it; None = as drawn
+
+    def __post_init__(self) -> None:
+        if self.image_format not in FORMATS:
+            raise ConfigError(f"image_format={self.image_format!r} is not a picture format: "
+                              f"use one of {sorted(FORMATS)}")
+        if not 1 <= int(self.quality) <= 100:
+            raise ConfigError(f"quality={self.quality} must be between 1 and 100")
+        if self.max_side is not None and int(self.max_side) < 16:
+            raise ConfigError(f"max_side={self.max_side} must be at least 16 pixels, or null for full size")
+
+    @property
+    def key(self) -> Tuple[str, Optional[int], Optional[int]]:
+        """What makes two formats' bytes differ: PNG's quality does not."""
+        return self.image_format, None if self.image_format == "png" else int(self.quality), self.max_side
+
+    @property
+    def suffix(self) -> str:
+        return FORMATS[self.image_format]
+
+    def size(self, height: int, width: int) -> Tuple[int, int]:
+        """(height, width) of a picture of this size once stored: shrunk to fit max_side, aspect kept."""
+        longest = max(height, width)
+        if self.max_side is None or longest <= self.max_side:
+            return height, width
+        factor = self.max_side / longest
+        return max(1, round(height * factor)), max(1, round(width * factor))
+
+    def shrink(self, rgb: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        """The picture (or label map) at its stored size; the same array when that is its size."""
+        h, w = rgb.shape[:2]
+        size = self.size(h, w)
+        if size == (h, w):
+            return rgb
+        return cv2.resize(rgb, (size[1], size[0]), interpolation=interpolation)
+
+    def encode(self, rgb: np.ndarray) -> bytes:
+        """An RGB uint8 picture -> this format's bytes (shrunk first when it is too large)."""
+        picture = cv2.cvtColor(self.shrink(rgb), cv2.COLOR_RGB2BGR)
+        # PNG: Huffman coding only, after OpenCV's fast-mode SUB filter: 5-30% less time
+        # than its default deflate on heat maps over photos, at the same size (measured in
+        # benchmarks/bench_encoding.py); lossless either way.
+        params = {"png": [cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGY],
+                  "jpeg": [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)],
+                  "webp": [cv2.IMWRITE_WEBP_QUALITY, int(self.quality)]}[self.image_format]
+        ok, buf = cv2.imencode(self.suffix, picture, params)
+        if not ok:
+            raise OSError(f"cannot encode a {rgb.shape} picture as {self.image_format}")
+        return buf.tobytes()
+
+
+PNG = PictureFormat()  # lossless, full size: local files, contact sheets
+
+
+class Encoded:
+    """One picture and its encodings, each made once, whichever backends and threads ask."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+        self._data: Dict[Tuple, bytes] = {}  # PictureFormat.key -> bytes
+        self._locks: Dict[Tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def data(self, fmt: PictureFormat = PNG) -> bytes:
+        key = fmt.key
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._data:
+                self._data[key] = fmt.encode(self.rgb)
+            return self._data[key]
+
+
+def write_picture(path: Path, rgb: np.ndarray, encoded: Optional[Encoded] = None,
+                  fmt: PictureFormat = PNG) -> None:
+    """Write `rgb` to `path` in `fmt`, using `encoded`'s bytes when given."""
+    Path(path).write_bytes((encoded if encoded is not None else Encoded(rgb)).data(fmt))
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write `rgb` to `path` as a full-size PNG."""
+    write_picture(path, rgb)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    return PNG.encode(rgb)
+
+
+_POOL: Optional[ThreadPoolExecutor] = None
+
+
+def workers() -> int:
+    """Encoder threads: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def encode_all(pictures: Iterable[Encoded], formats: Sequence[PictureFormat]) -> None:
+    """Encode every picture in every format, on one thread per core."""
+    global _POOL
+    distinct = list({fmt.key: fmt for fmt in formats}.values())
+    tasks = [(picture, fmt) for picture in pictures for fmt in distinct]
+    if workers() < 2 or len(tasks) < 2:
+        for picture, fmt in tasks:
+            picture.data(fmt)
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="featvis-encode")
+    for _ in _POOL.map(lambda task: task[0].data(task[1]), tasks):
+        pass
