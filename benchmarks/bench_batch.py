@@ -2,6 +2,7 @@
 """A folder of images: plain mmseg, one featvis job, and one process per image.
 
     python benchmarks/bench_batch.py [--model ann] [--images 4 | --folder PATH]
+                                     [--size HxW] [--content noise|photo] [--no-processes]
                                      [--repeats 1] [--threads N] [--json out.json]
 
 Three ways to get through the same N images, timed in one run of this script:
@@ -19,7 +20,12 @@ Three ways to get through the same N images, timed in one run of this script:
 Targets: (b)/(a) <= 1.10x wall; (c)/(b) shows what running one job over the folder saves.
 `--model ann` (default) runs ANN R50-D8 with random weights (model.checkpoint=null: nothing
 can be downloaded here; trained weights cost the same) on generated 512x1024 PNGs;
-`--model demo` runs the shipped demo checkpoint on generated 192x256 PNGs.
+`--model demo` runs the shipped demo checkpoint on generated 192x256 PNGs. `--size 1024x2048`
+generates images of that size instead (the demo model at Cityscapes size: this CPU's stand-in
+for a GPU's pace, where drawing is the job's larger part). `--content noise` (default) makes
+random pixels, the worst case for PNG and JPEG; `--content photo` crops of featvis's sample photo,
+what a real split costs. (b) also reports the MB per image it stored: the W&B run's media and
+the local folder. `--no-processes` skips (c).
 """
 
 from __future__ import annotations
@@ -53,16 +59,37 @@ SIZES = {"demo": (192, 256)}  # (height, width) of generated images; others: Cit
 DEFAULT_SIZE = (512, 1024)  # the test pipeline of the Cityscapes configs resizes it to 1024x2048
 
 
-def make_images(folder: Path, n: int, size) -> List[Path]:
-    """N deterministic random RGB PNGs (seeded by their index). Inference cost does not
-    depend on the content, and random pixels make PNG decoding cost what a photo's does
-    (a flat picture would decode much faster)."""
+def make_images(folder: Path, n: int, size, content: str = "noise") -> List[Path]:
+    """N deterministic RGB PNGs (seeded by their index). Inference cost does not depend on the
+    content. noise: random pixels (decoding and encoding cost what the busiest photo's would);
+    photo: a random crop of the sample photo, flipped or not, resized to `size`."""
+    from featvis.config.paths import ASSETS
+
+    photo = cv2.imread(str(ASSETS / "sample" / "grace_hopper.jpg"), cv2.IMREAD_COLOR)
     paths = []
     for i in range(n):
+        rng = np.random.default_rng(i)
         path = folder / f"img_{i:03d}.png"
-        cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (*size, 3), dtype=np.uint8))
+        if content == "noise":
+            picture = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        else:
+            ph, pw = photo.shape[:2]
+            ch = int(ph * rng.uniform(0.5, 0.8))
+            cw = min(pw, int(ch * size[1] / size[0]))
+            y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
+            picture = cv2.resize(photo[y:y + ch, x:x + cw], (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+            picture = picture[:, ::-1] if i % 2 else picture
+        cv2.imwrite(str(path), np.ascontiguousarray(picture))
         paths.append(path)
     return paths
+
+
+def stored_mb(out: Path) -> Dict[str, float]:
+    """MB the job stored: its W&B run's media (what an online run uploads) and its local pictures."""
+    media = [p for d in out.rglob("files/media") for p in d.rglob("*") if p.is_file()]
+    local = [p for d in out.rglob("local") if d.is_dir() for p in d.rglob("*") if p.is_file()]
+    return {"wandb_mb": sum(p.stat().st_size for p in media) / 1e6,
+            "local_mb": sum(p.stat().st_size for p in local) / 1e6}
 
 
 def others_cpu_now() -> float:
@@ -222,6 +249,9 @@ def main() -> None:
     source.add_argument("--images", type=int, default=4, help="generate this many images (default 4)")
     source.add_argument("--folder", type=Path, help="use the images of this folder instead")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of (a) and (b), alternated; (c) runs once")
+    parser.add_argument("--size", help="HxW of the generated images (default: 192x256 demo, 512x1024 others)")
+    parser.add_argument("--content", choices=("noise", "photo"), default="noise", help="generated images' pixels")
+    parser.add_argument("--no-processes", action="store_true", help="skip (c), one process per image")
     args = parse_common(parser)
 
     from mmengine.model import revert_sync_batchnorm
@@ -241,7 +271,8 @@ def main() -> None:
     else:
         folder = work / "images"
         folder.mkdir()
-        images = make_images(folder, args.images, SIZES.get(args.model, DEFAULT_SIZE))
+        size = tuple(int(v) for v in args.size.split("x")) if args.size else SIZES.get(args.model, DEFAULT_SIZE)
+        images = make_images(folder, args.images, size, args.content)
     cfg = compose_cfg(args.model, folder)  # image=<folder>, layers=decoder, local+wandb offline, cpu
     config = str(resolve_model_config(cfg.model.config))
     try:
@@ -269,12 +300,14 @@ def main() -> None:
         runs["a"].append(timed(lambda: run_plain(config, checkpoint, images)))
         with tempfile.TemporaryDirectory(prefix="featvis-bench-job-") as out:
             runs["b"].append(timed(lambda: run_featvis(cfg, Path(out))))
+            runs["b"][-1].update(stored_mb(Path(out)))
         for p in "ab":
             print(f"run {rep + 1}/{args.repeats} ({p}) {PHASES[p]}: {runs[p][-1]['wall_s']:.2f} s", flush=True)
-    print(f"(c) {len(images)} processes ...", flush=True)
-    cleanup()
-    runs["c"] = [run_processes(args.model, images, work / "jobs", args.threads)]
-    print(f"(c) {PHASES['c']}: {runs['c'][0]['wall_s']:.2f} s", flush=True)
+    if not args.no_processes:
+        print(f"(c) {len(images)} processes ...", flush=True)
+        cleanup()
+        runs["c"] = [run_processes(args.model, images, work / "jobs", args.threads)]
+        print(f"(c) {PHASES['c']}: {runs['c'][0]['wall_s']:.2f} s", flush=True)
     other_cpus = max(0.0, (others_cpu_now() - others0) / (time.perf_counter() - t_start))  # no -0.00
 
     n = len(images)
@@ -285,11 +318,14 @@ def main() -> None:
     for p in "ab":
         median[p]["load_s"] = med(r["load_s"] for r in runs[p])
         median[p]["finish_s"] = med(r["finish_s"] for r in runs[p])
-    median["c"]["start_to_model_s"] = runs["c"][0]["start_to_model_s"]
     ratio = {"b/a": median["b"]["wall_s"] / median["a"]["wall_s"],
-             "cpu b/a": median["b"]["cpu_s"] / median["a"]["cpu_s"],
-             "c/b": median["c"]["wall_s"] / median["b"]["wall_s"],
-             "c/a": median["c"]["wall_s"] / median["a"]["wall_s"]}
+             "cpu b/a": median["b"]["cpu_s"] / median["a"]["cpu_s"]}
+    if "c" in runs:
+        median["c"]["start_to_model_s"] = runs["c"][0]["start_to_model_s"]
+        ratio.update({"c/b": median["c"]["wall_s"] / median["b"]["wall_s"],
+                      "c/a": median["c"]["wall_s"] / median["a"]["wall_s"]})
+    for key in ("wandb_mb", "local_mb"):
+        median["b"][key] = med(r[key] for r in runs["b"])
 
     h, w = cv2.imread(str(images[0])).shape[:2]
     weights = "trained weights" if checkpoint else "random weights"
@@ -300,16 +336,22 @@ def main() -> None:
         print(f"({p}) {PHASES[p]:16}{m['wall_s']:9.2f}{m['wall_s'] / n:11.2f}"
               f"{m['wall_s'] / median['a']['wall_s']:8.2f}x{m['cpu_s']:9.1f}"
               f"{m['cpu_s'] / median['a']['cpu_s']:8.2f}x{m['peak_rss_mib']:14.0f}")
-    verdict = "ok" if ratio["b/a"] <= 1.10 else "ABOVE TARGET"
-    print(f"wall (b)/(a) {ratio['b/a']:.2f}x (target <= 1.10x: {verdict}); (c)/(b) {ratio['c/b']:.2f}x; "
-          f"CPU (b)/(a) {ratio['cpu b/a']:.2f}x")
+    # targets: a slow model's drawing hides behind inference (1.10x); the demo model stands in for
+    # a GPU's pace, where featvis's own work shows (1.5x at Cityscapes size, 2x on small images)
+    target = 1.10 if args.model != "demo" else (1.5 if h * w >= 1024 * 2048 else 2.0)
+    verdict = "ok" if ratio["b/a"] <= target else "ABOVE TARGET"
+    print(f"wall (b)/(a) {ratio['b/a']:.2f}x (target <= {target:.2f}x: {verdict}); "
+          + (f"(c)/(b) {ratio['c/b']:.2f}x; " if "c/b" in ratio else "") + f"CPU (b)/(a) {ratio['cpu b/a']:.2f}x")
+    print(f"(b) stored per image: W&B media {median['b']['wandb_mb'] / n:.2f} MB, "
+          f"local pictures {median['b']['local_mb'] / n:.2f} MB")
 
     print(f"\nper image, s{'':10}{'(a) plain':>11}{'(b) featvis':>13}{'(c) process':>13}{'(c) to model':>14}")
     print(f"{'model load':22}{median['a']['load_s']:11.2f}{median['b']['load_s']:13.2f}{'-':>13}{'-':>14}")
     for i, path in enumerate(images):
-        tm = median["c"]["start_to_model_s"][i]
+        tm = median["c"]["start_to_model_s"][i] if "c" in median else None
+        tc = f"{median['c']['per_image_s'][i]:13.2f}" if "c" in median else f"{'-':>13}"
         print(f"{path.name[:22]:22}{median['a']['per_image_s'][i]:11.2f}{median['b']['per_image_s'][i]:13.2f}"
-              f"{median['c']['per_image_s'][i]:13.2f}{(f'{tm:.2f}' if tm is not None else 'n/a'):>14}")
+              f"{tc}{(f'{tm:.2f}' if tm is not None else 'n/a'):>14}")
     print(f"{'finish':22}{'-':>11}{median['b']['finish_s']:13.2f}{'-':>13}{'-':>14}")
     print("medians. (a) per image: decode + inference_model. (b) per image: from the previous image drawn "
           "(the first: from the model built) to this one drawn and logged; finish: W&B run closed, results "

@@ -51,13 +51,21 @@ def draw_scale_bar(picture: np.ndarray, scale: Scale) -> np.ndarray:
     rows; pictures under 48x64 get the strip without the numbers.
     """
     h, w = picture.shape[:2]
-    bar, font, thickness, _ = _bar_layout(h)
     out = pad_below(picture, scale_bar_rows(h, w))
+    draw_scale_bar_below(out, h, scale)
+    return out
+
+
+def draw_scale_bar_below(out: np.ndarray, h: int, scale: Scale) -> None:
+    """Draw `draw_scale_bar`'s strip and numbers into rows h.. of `out`, a picture of h rows
+    followed by `scale_bar_rows(h, w)` white rows (drawn in place: no copy of the picture)."""
+    w = out.shape[1]
+    bar, font, thickness, _ = _bar_layout(h)
     index = np.rint(np.linspace(0, 255, w)).astype(np.intp) if w > 1 else np.array([255])
     top = h + SCALE_BAR_GAP
     out[top:top + bar, :] = lut(scale.colormap)[index][None, :, :]
     if not _has_text(h, w):
-        return out
+        return
     (_, text_h), _ = cv2.getTextSize("-0.123", SCALE_BAR_FONT, font, thickness)
     y = top + bar + 2 + text_h  # text baseline, just under the strip
     texts = [(format_number(scale.lo), "left"), (format_number(scale.hi), "right")]
@@ -71,7 +79,6 @@ def draw_scale_bar(picture: np.ndarray, scale: Scale) -> np.ndarray:
             continue  # would overlap lo or hi on a narrow picture
         taken.append((x, x + tw))
         cv2.putText(out, text, (x, y), SCALE_BAR_FONT, font, (0, 0, 0), thickness, cv2.LINE_AA)
-    return out
 
 
 def pad_below(picture: np.ndarray, rows: int) -> np.ndarray:

@@ -31,14 +31,25 @@ def is_constant(values: np.ndarray) -> bool:
     Min-max normalisation would stretch rounding noise (1e-7 of a global-pooling branch's
     value) to the full colour range and draw it as if it were data.
     """
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+    found = finite_min_max(values)
+    if found is None:
         return True
-    lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = found
     return hi - lo <= CONSTANT_RTOL * max(abs(lo), abs(hi))
 
 
 def finite_min_max(values: np.ndarray) -> Optional[Tuple[float, float]]:
+    """The min and max of the finite values; None when there is none.
+
+    Two passes over the map when all of it is finite (min and max are finite exactly then:
+    NaN propagates, +-Inf would be the max or min); the masked copy only when it is not.
+    """
+    values = np.asarray(values)
+    if values.size == 0:
+        return None
+    lo, hi = values.min(), values.max()
+    if math.isfinite(lo) and math.isfinite(hi):
+        return float(lo), float(hi)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return None
