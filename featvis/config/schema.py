@@ -167,6 +167,7 @@ class Config:
     alpha: float = 0.5  # weight of the heat map over the image
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     max_images: Optional[int] = None  # at most this many images, >= 1 (null: all)
+    batch_size: int = 1  # images per forward pass (of one shape: a different one starts a new batch)
     sample: SampleMode = SampleMode.first  # which images when max_images is set
     seed: int = 0
     data_root: Optional[str] = None  # image=dataset:<split>: where the config's dataset lives
@@ -232,6 +233,8 @@ def validate(cfg: DictConfig) -> Config:
         PictureFormat(cfg.wandb.image_format, cfg.wandb.quality, cfg.wandb.max_side)
     except ConfigError as err:
         raise ConfigError(f"wandb.{err}") from None
+    if not 1 <= cfg.batch_size <= 1024:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be between 1 and 1024 (images per forward pass)")
     if cfg.max_images is not None and cfg.max_images < 1:
         raise ConfigError(f"max_images={cfg.max_images} must be at least 1 (or null for every image)")
     if not cfg.backends:

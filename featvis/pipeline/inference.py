@@ -4,7 +4,9 @@ A reduction that uses_gradients (Grad-CAM) runs the model itself; one that needs
 pass (pca_rgb with a shared basis) sees every image once before (`first_pass`); an image
 an earlier job of the sweep already ran is taken from what that job kept (share_forward).
 A forward pass that fails (an image too small for the model) is one line naming the image
-(featvis.pipeline.forward_errors).
+(featvis.pipeline.forward_errors). `Inference.batch` runs several images of one shape in one
+forward pass (`batch_size`); the recorder keeps one map per batch item, so each image's maps
+are what it would get alone.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ class Inference:
         self.config = loaded.config  # model.config, for the one line of a failed forward (forward_errors)
         # uses_gradients (Grad-CAM): the reduction hooks the layers itself
         self.recorder: Optional[FeatureRecorder] = None if reduction.uses_gradients else recorder
-        self.forwards = self.reused = 0
+        self.forwards = self.reused = 0  # images run through the model here, images taken from a kept forward
+        self.passes = 0  # forward passes (a batch is one)
+        self._warned_batch: set = set()  # sub-names whose output was no batch of maps
         self.ran: set = set()  # layer names that ran (or were taken from a kept forward that ran them)
         self.skipped: Dict[str, Dict[str, str]] = {}  # layer name -> {sub-name: why it gave no map}
 
@@ -69,6 +73,7 @@ class Inference:
     def __call__(self, item: inputs.Loaded) -> Tuple[Any, Dict[str, List[Reduced]]]:
         if self.recorder is None:
             self.forwards += 1
+            self.passes += 1
             with explained(self.model, item, self.config):
                 own = self.reduction.run_model(item.image_bgr, self.layers)
             self.ran |= {layer.name for layer in self.layers if any(_is_sub(n, layer.name) for n in own.maps)}
@@ -82,12 +87,60 @@ class Inference:
         with explained(self.model, item, self.config):  # a too-small image: one line saying so
             sample = inference_model(self.model, item.image_bgr)
         self.forwards += 1
+        self.passes += 1
         by_layer = self.recorder.pop_layers()
         self.ran |= self.recorder.ran
         self.skipped = self.recorder.skipped
         if self.sharing is not None:
             self.sharing.keep(item.sample.image_path, sample, by_layer, self.recorder.skipped)
         return sample, flatten(by_layer, self._order(by_layer))
+
+    def batch(self, items: List[inputs.Loaded]) -> List[Tuple[Any, Dict[str, List[Reduced]]]]:
+        """Several images (of one shape: featvis.data.batches) in one forward pass; per image, what
+        `self(item)` gives. Images a kept forward has are taken from it; Grad-CAM runs them one by one."""
+        if self.recorder is None or len(items) == 1:
+            return [self(item) for item in items]
+        kept = {i: self.sharing.take(item.sample.image_path) for i, item in enumerate(items)} if self.sharing else {}
+        out: Dict[int, Tuple[Any, Dict[str, List[Reduced]]]] = {}
+        for i, found in kept.items():
+            if found is not None:
+                self.reused += 1
+                sample, by_layer = found
+                self.ran |= {name for name, subs in by_layer.items() if subs}
+                out[i] = (sample, flatten(by_layer, self._order(by_layer)))
+        todo = [i for i in range(len(items)) if i not in out]
+        if len(todo) == 1:
+            out[todo[0]] = self(items[todo[0]])
+        elif todo:
+            with explained(self.model, items[todo[0]], self.config):  # one shape: what fails, fails for all
+                samples = inference_model(self.model, [items[i].image_bgr for i in todo])
+            self.forwards += len(todo)
+            self.passes += 1
+            by_layer = self.recorder.pop_layers()
+            self.ran |= self.recorder.ran
+            self.skipped = self.recorder.skipped
+            for j, i in enumerate(todo):
+                mine = self._item_of(by_layer, j, len(todo))
+                if self.sharing is not None:
+                    self.sharing.keep(items[i].sample.image_path, samples[j], mine, self.recorder.skipped)
+                out[i] = (samples[j], flatten(mine, self._order(mine)))
+        return [out[i] for i in range(len(items))]
+
+    def _item_of(self, by_layer: Dict[str, Dict[str, List[Reduced]]], j: int, n: int
+                 ) -> Dict[str, Dict[str, List[Reduced]]]:
+        """Batch item j's maps of a forward over n images: each sub-name's j-th map. An output that is
+        no batch of n maps (a module that mixes the images) cannot be told apart per image: left out."""
+        mine: Dict[str, Dict[str, List[Reduced]]] = {}
+        for layer, subs in by_layer.items():
+            mine[layer] = {}
+            for sub, maps in subs.items():
+                if len(maps) == n:
+                    mine[layer][sub] = [maps[j]]
+                elif sub not in self._warned_batch:
+                    self._warned_batch.add(sub)
+                    log.warning("%s: its output holds %d maps for a batch of %d images, so they cannot be told "
+                                "apart per image: not drawn with batch_size > 1 (use batch_size=1)", sub, len(maps), n)
+        return mine
 
     def _order(self, by_layer: Dict[str, Any]) -> List[str]:
         """The job's own layers in drawing order: as they ran for a preset, else as the user listed them."""

@@ -23,6 +23,8 @@ from featvis.config.job import JobInfo
 from featvis.config.schema import Config, plain, validate
 from featvis.data import images as inputs
 from featvis.data import masks
+from featvis.data.batches import same_shape_batches
+from featvis.data.prefetch import Prefetch
 from featvis.errors import SkippedImagesError
 from featvis.model import cache as model_cache
 from featvis.pipeline import output_folder
@@ -98,10 +100,15 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
                     early = Recorded(first, *infer(first))
                     check_drawn(early, layers, inference)
                 drawer.submit(sketches.add(early))
-                for item in _progress(items, len(samples) - 1):
-                    drawer.submit(sketches.add(Recorded(item, *infer(item))))
+                with Prefetch(items, depth=2 * cfg.batch_size) as ahead:  # decoded while the model runs
+                    for batch in same_shape_batches(_progress(ahead, len(samples) - 1), cfg.batch_size):
+                        for item, (sample, maps) in zip(batch, infer.batch(batch)):
+                            drawer.submit(sketches.add(Recorded(item, sample, maps)))
             sketches.finish(visualizer, step=len(result.images) - 1)  # in the staging folder: moved with it
-    result.forwards, result.reused = inference.forwards, inference.reused
+    result.forwards, result.reused, result.passes = inference.forwards, inference.reused, inference.passes
+    if cfg.batch_size > 1:
+        log.info("%d images in %d forward passes (batch_size=%d)", inference.forwards, inference.passes,
+                 cfg.batch_size)
     if inference.reused:
         log.info("%d of %d images drawn from an earlier job's forward pass (share_forward)",
                  inference.reused, inference.reused + inference.forwards)

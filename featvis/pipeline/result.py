@@ -16,6 +16,7 @@ class JobResult:
     panels: Dict[str, List[str]] = field(default_factory=dict)  # stem -> panel names
     forwards: int = 0  # images the model ran on in this job
     reused: int = 0  # images whose maps an earlier job of the sweep recorded (share_forward)
+    passes: int = 0  # forward passes of the model (batch_size > 1: fewer than `forwards`)
     weights: Optional[str] = None  # model.strict=false and the checkpoint did not fit: "partly random weights: ..."
     labels: Dict[str, str] = field(default_factory=dict)  # stem -> its mask's values that are not classes (masks)
 
