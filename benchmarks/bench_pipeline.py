@@ -109,8 +109,12 @@ def compose_cfg(model: str, image: Path):
                  f"image='{image}'", "gt_mask=null", "device=cpu"]  # cpu: as the baseline, even with a GPU
     if model != "demo":
         overrides.append("model.checkpoint=null")  # random weights: no download possible
+    from featvis.config.schema import resolve_auto
+
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides)
+    resolve_auto(cfg)  # model.checkpoint=auto -> the file or URL it names, as a job would
+    return cfg
 
 
 def run_baseline(config: str, checkpoint, image: Path) -> None:
