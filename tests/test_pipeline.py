@@ -109,13 +109,17 @@ def test_captions_name_image_layer_reduction_and_channel(default_job):
     assert "constant" not in row["featmap/decode_head.psp_modules[1].caption"]
 
 
-def test_wandb_images_are_the_local_pictures(default_job):
+def test_wandb_images_are_the_local_pictures_in_wandbs_format(default_job):
+    from featvis.backends.encoding import PictureFormat
+
     out, _ = default_job
     (run_dir,) = wandb_runs(out / "featvis")
     row = history(wandb_records(run_dir))[0]
-    logged = _rgb(run_dir / "files" / row["featmap/decode_head.bottleneck.path"])
+    logged = run_dir / "files" / row["featmap/decode_head.bottleneck.path"]
     local = _rgb(out / "featvis" / "local" / DEMO_STEMS[0] / "featmap" / "decode_head.bottleneck.png")
-    assert np.array_equal(logged, local)
+    # the W&B file is the local picture, JPEG-encoded at wandb.quality and wandb.max_side: nothing else differs
+    assert logged.suffix == ".jpg"
+    assert logged.read_bytes() == PictureFormat("jpeg", 90, 1024).encode(local)
 
 
 def test_topk_draws_a_grid(tmp_path):

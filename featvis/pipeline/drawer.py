@@ -1,18 +1,21 @@
-"""Draw and log each image's pictures in a worker thread while the model runs the next image."""
+"""Draw and log each image's pictures in worker threads while the model runs the next images."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from featvis.backends.encoding import workers
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.config.schema import NormalizeMode
 from featvis.pipeline.result import JobResult
 from featvis.record.recorded import Recorded
 from featvis.reduce.base import Reduced
 from featvis.render.align import crop_valid
+from featvis.render.panel import Panel
 from featvis.render.panels import DrawStyle, make_panels
 from featvis.render.scales import SharedRange
 
@@ -20,23 +23,29 @@ log = logging.getLogger(__name__)
 
 
 class Drawer:
-    """Draws and logs each image's panels in a worker thread, while the model runs the next.
+    """Draws and logs each image's panels in worker threads, while the model runs the next.
 
-    A bounded queue keeps at most `depth` images waiting, so memory stays flat; an error
-    in the worker stops the job at the next submit or when the drawer closes. When the job
+    Images are drawn on a pool of one thread per core (OpenCV and numpy release the GIL on
+    whole pictures), several at once, and logged by one thread in the order they came, so
+    each backend sees steps in order. A bounded queue keeps at most `depth` images waiting
+    (default: one per drawing thread, at least 2), so memory stays flat; an error in a
+    worker stops the job at the next submit or when the drawer closes. When the job
     stops (an error, Ctrl-C, SIGTERM), what is still queued is dropped, not drawn, and the
     worker is waited for before the backends close.
     With normalize.mode=shared the colour range of a layer depends on every image, so
     the (small, reduced) maps of all images are kept and drawn when the last one is in.
     """
 
-    def __init__(self, style: DrawStyle, visualizer: FeatureVisualizer, result: JobResult, depth: int = 2) -> None:
+    def __init__(self, style: DrawStyle, visualizer: FeatureVisualizer, result: JobResult,
+                 depth: Optional[int] = None) -> None:
         self.style, self.visualizer, self.result = style, visualizer, result
         self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
         self.shared: Optional[Dict[str, SharedRange]] = (
             {} if style.scale.mode == NormalizeMode.shared else None)  # layer -> its range over the run
         self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
-        self._queue: "queue.Queue[Optional[Recorded]]" = queue.Queue(maxsize=depth)
+        self._pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="featvis-draw")
+        self._queue: "queue.Queue[Optional[Tuple[Recorded, Future]]]" = queue.Queue(
+            maxsize=depth or max(2, workers()))
         self._error: Optional[BaseException] = None
         self._stop = False  # the job is stopping: drop what is queued
         self._thread = threading.Thread(target=self._work, name="featvis-draw", daemon=True)
@@ -48,7 +57,7 @@ class Drawer:
     def submit(self, recorded: Recorded) -> None:
         self._raise_worker_error()
         if self.shared is None:
-            self._queue.put(recorded)
+            self._queue.put(self._start(recorded))
             return
         self._held.append(recorded)
         for layer, per_item in recorded.maps.items():
@@ -61,7 +70,7 @@ class Drawer:
         try:
             if exc_type is None:
                 for recorded in self._held:
-                    self._queue.put(recorded)
+                    self._queue.put(self._start(recorded))
             self._queue.put(None)  # the worker stops after what is queued
             self._thread.join()
         except BaseException:  # interrupted while waiting (SIGTERM): stop the worker before the backends close
@@ -69,6 +78,8 @@ class Drawer:
             self._queue.put(None)  # the worker drains without drawing, so there is room
             self._thread.join()
             raise
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         if exc_type is None:
             self._raise_worker_error()
 
@@ -76,18 +87,30 @@ class Drawer:
         if self._error is not None:
             raise self._error
 
+    def _start(self, recorded: Recorded) -> Tuple[Recorded, Future]:
+        """Begin drawing an image's panels on the pool; the logging thread takes them in order."""
+        return recorded, self._pool.submit(self._draw, recorded)
+
+    def _draw(self, recorded: Recorded) -> Optional[List[Panel]]:
+        if self._error is not None or self._stop:
+            return None  # the job is stopping: nothing more to draw
+        return make_panels(self.style, recorded, self.warned, self.shared)
+
     def _work(self) -> None:
-        while (recorded := self._queue.get()) is not None:
+        while (queued := self._queue.get()) is not None:
+            recorded, drawing = queued
             if self._error is not None or self._stop:
+                drawing.cancel()
                 continue  # drain, so the producer never blocks
             try:
-                self._draw_and_log(recorded)
+                panels = drawing.result()
+                if panels is not None:
+                    self._log(recorded, panels)
             except BaseException as err:  # re-raised in the job's thread
                 self._error = err
 
-    def _draw_and_log(self, recorded: Recorded) -> None:
+    def _log(self, recorded: Recorded, panels: List[Panel]) -> None:
         step, stem = len(self.result.images), recorded.item.sample.stem
-        panels = make_panels(self.style, recorded, self.warned, self.shared)
         self.visualizer.add_panels(panels, step=step, image_id=stem)
         scalars = stats_scalars(recorded.maps)
         if scalars:  # same step as the pictures: one W&B history row per image
