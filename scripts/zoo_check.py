@@ -33,6 +33,9 @@ S is --size (default 512), raised to the config's crop size where it uses slide 
 (fixed-size transformers such as BEiT need whole windows); a job that fails with featvis's
 "too small for this model" line is run once more at twice the size, and the row says so.
 
+--rows FILE keeps each finished family's rows in FILE (JSON lines) and skips the families
+already there, so an interrupted walk resumes where it stopped.
+
 Options: --families a,b (a subset; default all), --size S (default 512; --native-scale
 keeps each config's own test resize), --timeout S (seconds per family;
 SIGALRM, so the rest of that family's rows say "timed out"), --out FILE (also write the
@@ -45,13 +48,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import signal
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -303,6 +307,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--list-maps", action="store_true", help="print the maps each job drew")
     parser.add_argument("--by-family", action="store_true",
                         help="also print one row per family: the maps of each preset (the README's table)")
+    parser.add_argument("--rows", type=Path, help="a JSON-lines file of finished families' rows: each family is "
+                        "appended when done, and families already in it are not run again (resume a long walk)")
     parser.add_argument("--verbose", action="store_true", help="featvis's log on stderr")
     return parser.parse_args(argv)
 
@@ -324,11 +330,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    done: dict = {}  # --rows: family request -> its rows from an earlier walk
+    if args.rows and args.rows.is_file():
+        for line in args.rows.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                done[record["request"]] = [Row(**row) for row in record["rows"]]
     rows: List[Row] = []
     with tempfile.TemporaryDirectory(prefix="zoo_check-") as tmp:
         work = args.keep or Path(tmp)
         for request in wanted:
-            rows += check_family(root, request, overrides, work, args.timeout, say, size)
+            if request in done:
+                say(f"{request}: from {args.rows}")
+                rows += done[request]
+                continue
+            found = check_family(root, request, overrides, work, args.timeout, say, size)
+            rows += found
+            if args.rows:
+                with args.rows.open("a") as f:
+                    f.write(json.dumps({"request": request, "rows": [asdict(r) for r in found]}) + "\n")
     text = table(rows, scale)
     print(text)
     print(summary(rows))
