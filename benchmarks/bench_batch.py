@@ -3,6 +3,7 @@
 
     python benchmarks/bench_batch.py [--model ann] [--images 4 | --folder PATH]
                                      [--size HxW] [--content noise|photo] [--no-processes]
+                                     [--set OVERRIDE ...]
                                      [--repeats 1] [--threads N] [--json out.json]
 
 Three ways to get through the same N images, timed in one run of this script:
@@ -252,6 +253,8 @@ def main() -> None:
     parser.add_argument("--size", help="HxW of the generated images (default: 192x256 demo, 512x1024 others)")
     parser.add_argument("--content", choices=("noise", "photo"), default="noise", help="generated images' pixels")
     parser.add_argument("--no-processes", action="store_true", help="skip (c), one process per image")
+    parser.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
+                        help="a Hydra override for (b), e.g. --set backends.local.kwargs.image_format=jpeg")
     args = parse_common(parser)
 
     from mmengine.model import revert_sync_batchnorm
@@ -273,7 +276,7 @@ def main() -> None:
         folder.mkdir()
         size = tuple(int(v) for v in args.size.split("x")) if args.size else SIZES.get(args.model, DEFAULT_SIZE)
         images = make_images(folder, args.images, size, args.content)
-    cfg = compose_cfg(args.model, folder)  # image=<folder>, layers=decoder, local+wandb offline, cpu
+    cfg = compose_cfg(args.model, folder, args.set)  # image=<folder>, layers=decoder, local+wandb offline, cpu
     config = str(resolve_model_config(cfg.model.config))
     try:
         checkpoint = resolve_checkpoint(cfg.model.checkpoint)  # a local file, or None = random init

@@ -98,7 +98,7 @@ def measure(fn) -> dict:
             "kernel_peak_mib": mem.kernel_peak / MIB if mem.kernel_peak else None}
 
 
-def compose_cfg(model: str, image: Path):
+def compose_cfg(model: str, image: Path, extra=()):
     """The job config `python run.py <overrides>` would get, via Hydra's compose API."""
     from hydra import compose, initialize_config_dir
 
@@ -109,6 +109,7 @@ def compose_cfg(model: str, image: Path):
                  f"image='{image}'", "gt_mask=null", "device=cpu"]  # cpu: as the baseline, even with a GPU
     if model != "demo":
         overrides.append("model.checkpoint=null")  # random weights: no download possible
+    overrides += list(extra)  # the caller's own, last: they win
     from featvis.config.schema import resolve_auto
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):

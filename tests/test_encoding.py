@@ -118,3 +118,57 @@ def test_bad_local_format_names_the_backend(tmp_path):
     proc = run_cli("max_images=1", "backends=[local]", "backends.local.kwargs.image_format=bmp",
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert "backends.local.kwargs.image_format='bmp' is not a picture format" in error_line(proc)
+
+
+def test_the_job_does_not_wait_for_the_wandb_run_to_open(tmp_path, monkeypatch):
+    """Pictures are written and rows held while the run opens; logged in order, at their steps, once it is."""
+    import threading
+
+    from featvis.backends import wandb as wandb_backend
+
+    released = threading.Event()
+    real_open = wandb_backend.open_run
+    waited = []
+
+    def slow_open(spec, mode):
+        waited.append(released.wait(timeout=30))  # opens only after the job has logged three images
+        return real_open(spec, mode)
+
+    monkeypatch.setattr(wandb_backend, "open_run", slow_open)
+    backends = {k: dict(v) for k, v in compose_cfg("backends=[wandb]").backends.items()}
+    vis = FeatureVisualizer(backends, tmp_path, RunInfo(name="t", job_type="t", group=None))
+    with vis:
+        vis.start()
+        for step in range(3):
+            vis.add_panels([Panel("input", _photo(40, 60, step), f"img{step}")], step=step, image_id=f"img{step}")
+            vis.add_scalars({"stats/x/mean": float(step)}, step=step)
+        released.set()  # reached only if nothing above waited for the run
+    assert waited == [True]
+    (run,) = wandb_runs(tmp_path)
+    rows = history(wandb_records(run))
+    assert [r["_step"] for r in rows] == [0, 1, 2]
+    assert [r["stats/x/mean"] for r in rows] == [0.0, 1.0, 2.0]
+    assert all(r["input._type"] == "image-file" for r in rows)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (31, 47), (480, 640)])
+def test_png_files_decode_to_exactly_the_picture(shape):
+    import io
+
+    from PIL import Image  # a second decoder, strict about chunks and CRCs
+
+    rng = np.random.default_rng(sum(shape))
+    pictures = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8)] + ([_photo(*shape)] if min(shape) > 16 else [])
+    for picture in pictures:
+        data = PNG.encode(picture)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert decoded.dtype == np.uint8 and decoded.shape == picture.shape
+        assert np.array_equal(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), picture)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            assert image.mode == "RGB" and np.array_equal(np.asarray(image), picture)
+
+
+def test_png_refuses_what_is_not_an_rgb_picture():
+    with pytest.raises(ValueError, match="RGB picture"):
+        PNG.encode(np.zeros((4, 4), np.uint8))

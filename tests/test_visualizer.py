@@ -16,8 +16,8 @@ from tests.conftest import compose_cfg, history, wandb_records, wandb_runs
 
 def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatch):
     calls = []
-    real = png_module.cv2.imencode
-    monkeypatch.setattr(png_module.cv2, "imencode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = png_module.PictureFormat.encode
+    monkeypatch.setattr(png_module.PictureFormat, "encode", lambda *a, **k: calls.append(1) or real(*a, **k))
     cfg = compose_cfg("backends=[local,wandb]", "wandb.image_format=png", "wandb.max_side=null")  # full-size PNG
     backends = {k: dict(v) for k, v in cfg.backends.items()}
     pictures = [np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8) for i in range(3)]
@@ -41,8 +41,8 @@ def test_a_job_encodes_each_of_its_pictures_once(tmp_path, monkeypatch):
     from featvis.pipeline import job as pipeline
 
     calls = []
-    real = png_module.cv2.imencode
-    monkeypatch.setattr(png_module.cv2, "imencode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = png_module.PictureFormat.encode
+    monkeypatch.setattr(png_module.PictureFormat, "encode", lambda *a, **k: calls.append(1) or real(*a, **k))
     cfg = compose_cfg("backends=[local,wandb]", "layers=dense", f"image={ASSETS / 'demo/images/scene_000.png'}")
     result = pipeline.run(cfg, JobInfo(output_dir=tmp_path))
     written = sorted((result.output_dir / "local").rglob("*.png"))

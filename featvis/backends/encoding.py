@@ -9,13 +9,17 @@ backends write them (OpenCV releases the GIL while it resizes and encodes, so th
 
 Shrinking is OpenCV's INTER_AREA (an average over each output pixel's footprint: no
 aliasing on heat maps and label edges); PNG is lossless, so a PNG at full size decodes to
-exactly the drawn picture.
+exactly the drawn picture. PNG is written by `png_bytes`: the Sub filter on every row and
+Huffman-only deflate by zlib-ng, which takes half the time OpenCV's libpng does at the same
+size (benchmarks/bench_encoding.py); JPEG and WebP are OpenCV's.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +27,12 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from zlib_ng import zlib_ng
 
 from featvis.errors import ConfigError
 
 FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}  # format -> file suffix
 SUFFIXES = tuple(FORMATS.values())
-PNG_STRATEGY = cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,10 @@ class PictureFormat:
 
     def encode(self, rgb: np.ndarray) -> bytes:
         """An RGB uint8 picture -> this format's bytes (shrunk first when it is too large)."""
+        if self.image_format == "png":
+            return png_bytes(self.shrink(rgb))
         picture = cv2.cvtColor(self.shrink(rgb), cv2.COLOR_RGB2BGR)
-        # PNG: Huffman coding only, after OpenCV's fast-mode SUB filter: 5-30% less time
-        # than its default deflate on heat maps over photos, at the same size (measured in
-        # benchmarks/bench_encoding.py); lossless either way.
-        params = {"png": [cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGY],
-                  "jpeg": [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)],
+        params = {"jpeg": [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)],
                   "webp": [cv2.IMWRITE_WEBP_QUALITY, int(self.quality)]}[self.image_format]
         ok, buf = cv2.imencode(self.suffix, picture, params)
         if not ok:
@@ -121,8 +123,34 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     write_picture(path, rgb)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_bytes(rgb: np.ndarray) -> bytes:
-    return PNG.encode(rgb)
+    """An RGB uint8 picture (H, W, 3) as PNG file contents: 8-bit truecolour, no interlace.
+
+    Every row gets filter type 1 (Sub: each byte minus the byte one pixel to its left,
+    modulo 256), the filter OpenCV's fast mode uses, computed by numpy for the whole picture;
+    the filtered rows are deflated with Huffman coding only (no match search), which on
+    filtered pictures is as small as a level-1 deflate and twice as fast with zlib-ng.
+    """
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise ValueError(f"png_bytes takes an (H, W, 3) RGB picture, not {rgb.shape}")
+    h, w = rgb.shape[:2]
+    rows = rgb.reshape(h, w * 3)
+    filtered = np.empty((h, w * 3 + 1), np.uint8)
+    filtered[:, 0] = 1  # Sub
+    filtered[:, 1:4] = rows[:, :3]
+    np.subtract(rows[:, 3:], rows[:, :-3], out=filtered[:, 4:])  # uint8: wraps modulo 256, as PNG wants
+    deflate = zlib_ng.compressobj(1, zlib_ng.DEFLATED, 15, 8, zlib_ng.Z_HUFFMAN_ONLY)
+    idat = deflate.compress(filtered) + deflate.flush()
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, adaptive, no interlace
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 _POOL: Optional[ThreadPoolExecutor] = None

@@ -3,6 +3,10 @@
 Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
 - the mode is passed to `wandb.init` explicitly (`WANDB_*` variables are read once per
   process): `auto` means online with an API key, offline without one;
+- the run opens in a background thread and the job never waits for it: until it is
+  open, each image's pictures are written to files and its history row is held (at most
+  `BACKLOG` rows; then the job waits), and logged, in order and at their steps, as soon
+  as it is (W&B's service takes seconds to start, a fast model's dozens of images);
 - every run is finished in `close()`, so each job of a multirun gets its own run
   (under Hydra's basic launcher all jobs share a process, and a second `wandb.init`
   while a run is open would return the old run);
@@ -31,9 +35,11 @@ import os
 import shutil
 import tempfile
 import threading
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import cv2
@@ -52,6 +58,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.wandb.ai"
 WANDB_FORMATS = ("jpeg", "png")  # what wandb.Image takes from a file and its UI shows
+BACKLOG = 64  # history rows held while the run opens; one more and the job waits for it
+
+
+@dataclass(eq=False)
+class _Picture:
+    """A picture written for the run, made a wandb.Image when the run is open (and then kept)."""
+
+    path: Path
+    caption: str
+    masks: Optional[Dict[str, Any]]
+    image: Any = None
+
+    def wandb_image(self) -> Any:
+        if self.image is None:
+            self.image = _wandb().Image(str(self.path), caption=self.caption, masks=self.masks)
+        return self.image
 
 
 def api_key_configured() -> bool:
@@ -94,6 +116,9 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         self._run: Any = None
         self._pending: Dict[str, Any] = {}
         self._pending_step: Optional[int] = None
+        self._backlog: "deque[Tuple[int, Dict[str, Any]]]" = deque()  # (step, row) waiting for the run
+        self._encoded: Optional[Path] = None  # where pictures are written for the run: made on first use
+        self._n_encoded = 0
         self._starter: Optional[threading.Thread] = None
         self._start_error: Optional[BaseException] = None
         self._rows: Dict[str, Dict[str, Any]] = {}  # image id -> {table column: value}, in logging order
@@ -114,26 +139,40 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         def open_in_background() -> None:
             try:
                 self._open()
-            except BaseException as err:  # re-raised in the job's thread by _init_env
+            except BaseException as err:  # re-raised in the job's thread by _ready
                 self._start_error = err
 
         self._starter = threading.Thread(target=open_in_background, name="featvis-wandb-init", daemon=True)
         self._starter.start()
 
     def _init_env(self) -> None:
+        self._ready(wait=True)
+
+    def _ready(self, wait: bool) -> bool:
+        """Whether the run is open; `wait`: open it, or wait for the background opening, first.
+        An error of the background opening is raised here, in the job's thread."""
+        if self._run is not None:
+            return True
         if self._starter is not None:
+            if not wait and self._starter.is_alive():
+                return False
             self._starter.join()
             self._starter = None
             if self._start_error is not None:
                 raise self._start_error
         if self._run is None:
             self._open()
+        return True
 
     def _open(self) -> None:
         Path(self._save_dir).mkdir(parents=True, exist_ok=True)
         self._run = self._init(self.mode)
-        self._encoded = Path(tempfile.mkdtemp(prefix=".featvis-png-", dir=self._save_dir))
-        self._n_encoded = 0
+
+    def _media_dir(self) -> Path:
+        if self._encoded is None:
+            Path(self._save_dir).mkdir(parents=True, exist_ok=True)
+            self._encoded = Path(tempfile.mkdtemp(prefix=".featvis-png-", dir=self._save_dir))
+        return self._encoded
 
     def _init(self, mode: str) -> Any:
         spec = RunSpec(save_dir=self._save_dir, project=self.project, entity=self.entity, group=self.group,
@@ -145,11 +184,10 @@ class FeatvisWandbVisBackend(FeatvisBackend):
     def add_config(self, config: Any, **kwargs: Any) -> None:
         """Nothing to add: the resolved config went to `wandb.init` with the run (`RunInfo.config`)."""
 
-    @force_init_env
     def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
         fmt = self.picture_format
         self._n_encoded += 1
-        path = self._encoded / f"{self._n_encoded}{fmt.suffix}"
+        path = self._media_dir() / f"{self._n_encoded}{fmt.suffix}"
         write_picture(path, panel.picture, encoded, fmt)
         labels = panel.labels
         masks = {}
@@ -157,7 +195,7 @@ class FeatvisWandbVisBackend(FeatvisBackend):
             gt = labels.ground_truth
             masks = _masks(_shrink_labels(fmt, labels.prediction), None if gt is None else _shrink_labels(fmt, gt),
                            labels.class_names)
-        picture = _wandb().Image(str(path), caption=panel.caption, masks=masks or None)
+        picture = _Picture(path, panel.caption, masks or None)
         self._stage(panel.name, picture, step)
         if panel.name == "input" or panel.layer is not None:
             row = self._rows.setdefault(image_id, {})
@@ -168,11 +206,9 @@ class FeatvisWandbVisBackend(FeatvisBackend):
                 for key, value in (panel.stats or {}).items():
                     row[f"stats/{panel.layer}/{key}"] = value
 
-    @force_init_env
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
         self._stage(name, value, step)
 
-    @force_init_env
     def add_scalars(self, scalar_dict: dict, step: int = 0, **kwargs: Any) -> None:
         for name, value in scalar_dict.items():
             self._stage(name, value, step)
@@ -184,26 +220,35 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         self._pending_step = step
         self._pending[name] = value
 
-    def _flush(self) -> None:
+    def _flush(self, wait: bool = False) -> None:
+        """The staged row joins the backlog; the backlog is logged if the run is open (or `wait`,
+        or the backlog is full: then the job waits for the run)."""
         if self._pending:
-            self._run.log(self._pending, step=self._pending_step)
+            self._backlog.append((self._pending_step, self._pending))
         self._pending, self._pending_step = {}, None
+        if not self._backlog or not self._ready(wait=wait or len(self._backlog) > BACKLOG):
+            return
+        while self._backlog:
+            step, row = self._backlog.popleft()
+            self._run.log({k: v.wandb_image() if isinstance(v, _Picture) else v for k, v in row.items()}, step=step)
 
     def close(self, failed: bool = False) -> None:
-        if self._starter is not None:  # started, but the job ended before logging anything
-            self._starter.join()
-            self._starter = None
-        if self._run is None:
-            return
         try:
-            self._flush()  # a failed job keeps what it logged, and is marked failed below
-            self._log_table()
+            if self._run is None and self._starter is None and not self._pending and not self._backlog:
+                return  # never started, nothing logged
+            self._ready(wait=True)  # the opening ends before the job does; its error is raised here
+            try:
+                self._flush(wait=True)  # a failed job keeps what it logged, and is marked failed below
+                self._log_table()
+            finally:
+                self._run.finish(exit_code=1 if failed else 0)  # copies the logged media
+                self._run = None
+                self._rows = {}
+                log.info("W&B run %s finished (%s)", self.run_info.name, self.mode)
         finally:
-            self._run.finish(exit_code=1 if failed else 0)  # copies the logged media
-            self._run = None
-            self._rows = {}
-            shutil.rmtree(self._encoded, ignore_errors=True)
-            log.info("W&B run %s finished (%s)", self.run_info.name, self.mode)
+            if self._encoded is not None:
+                shutil.rmtree(self._encoded, ignore_errors=True)
+                self._encoded = None
 
     def _log_table(self) -> None:
         """The run's `featvis/table`: one row per image, columns in order of first appearance."""
@@ -212,9 +257,13 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         columns: List[str] = ["image_id"]
         for row in self._rows.values():
             columns.extend(c for c in row if c not in columns)
-        data = [[image_id, *(row.get(c) for c in columns[1:])] for image_id, row in self._rows.items()]
+        data = [[image_id, *(_value(row.get(c)) for c in columns[1:])] for image_id, row in self._rows.items()]
         # in the summary, not the history: the history keeps exactly one row per image
         self._run.summary["featvis/table"] = _wandb().Table(columns=columns, data=data, allow_mixed_types=True)
+
+
+def _value(value: Any) -> Any:
+    return value.wandb_image() if isinstance(value, _Picture) else value
 
 
 def _shrink_labels(fmt: PictureFormat, labels: np.ndarray) -> np.ndarray:
