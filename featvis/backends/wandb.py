@@ -13,8 +13,9 @@ Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
 - `step` is honoured and all panels of one image go into one `log` call, one history
   row per image; images carry captions;
 - the run is named, grouped and configured from the Hydra job (see featvis.config.job);
-- pictures are encoded by OpenCV (about 9x faster than wandb's own PIL encoding) and
-  handed to `wandb.Image` as files: JPEG at quality 90, at most 1024 pixels on the longer
+- pictures are encoded by featvis.backends.encoding (OpenCV's JPEG, zlib-ng's PNG; much
+  faster than wandb's own PIL encoding), once for every backend that wants the same
+  format, and handed to `wandb.Image` as files: JPEG at quality 90, at most 1024 pixels on the longer
   side by default (`wandb.image_format`, `wandb.quality`, `wandb.max_side`), since W&B's
   panels are a few hundred pixels wide; `wandb.image_format=png wandb.max_side=null` logs
   the full-size lossless pictures;
