@@ -102,3 +102,20 @@ def test_a_batched_sweep_still_shares_its_forward_passes(tmp_path):
     assert [j.status for j in jobs] == ["ok", "ok"]
     assert [(j.forwards, j.reused) for j in jobs] == [(3, 0), (0, 3)]
     assert all(len(j.images) == 3 for j in jobs)
+
+
+def test_a_batched_slide_job_draws_what_one_image_at_a_time_draws(tmp_path):
+    """Slide inference stitches each batch item's windows on its own: batching changes nothing."""
+    scenes = str(ASSETS / "demo" / "images")
+    slide = ("+model.cfg_options={model.test_cfg.mode: slide, model.test_cfg.+crop_size: [128, 128], "
+             "model.test_cfg.+stride: [96, 96]}")
+    one = pipeline.run(compose_cfg("backends=[local]", f"image={scenes}", "layers=backbone", slide),
+                       JobInfo(output_dir=tmp_path / "one"))
+    many = pipeline.run(compose_cfg("backends=[local]", f"image={scenes}", "layers=backbone", slide, "batch_size=2"),
+                        JobInfo(output_dir=tmp_path / "many"))
+    assert many.passes == 2 and one.panels == many.panels
+    a, b = _pictures(one), _pictures(many)
+    assert sorted(a) == sorted(b) and len(a) > 10
+    for name in a:
+        diff = np.abs(a[name].astype(int) - b[name].astype(int))
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.01, name
