@@ -47,6 +47,20 @@ def _fresh_model_cache() -> None:
     shared_forward.clear()
 
 
+def run_planned_sweep(sweep: Path, jobs: List[List[str]], *base: str) -> list:
+    """Run `jobs` (override lists, after the `base` overrides) in this process as the jobs of one
+    sweep, with the plan Hydra's SweepPlan callback would write; their JobResults."""
+    from featvis.config.job import JobInfo
+    from featvis.pipeline import job as pipeline
+    from featvis.sweep.plan import PLAN_FILE, make_plan
+
+    cfgs = [compose_cfg(*base, *o) for o in jobs]
+    sweep.mkdir(parents=True)
+    (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan(cfgs)}))
+    return [pipeline.run(cfg, JobInfo(output_dir=sweep / str(i), overrides=list(o), sweep_dir=sweep))
+            for i, (cfg, o) in enumerate(zip(cfgs, jobs))]
+
+
 def cli_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("WANDB_", "HYDRA_", "FEATVIS_")) and k != "NETRC"}

@@ -1,6 +1,5 @@
 """compare, the job side: linear CKA, the sketch a job keeps, share_forward with sketches, layer similarity."""
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.pipeline.sketches import SIMILARITY_CSV, SIMILARITY_IMAGE, SIMILARITY_PANEL, SIMILARITY_PNG
 from featvis.render import panels as render_panels
-from featvis.sweep.plan import PLAN_FILE, make_plan, share_key
-from tests.conftest import DEMO_IMAGE, compose_cfg
+from featvis.sweep.plan import share_key
+from tests.conftest import DEMO_IMAGE, compose_cfg, run_planned_sweep
 
 LOCAL = ("backends=[local]", "image=featvis::demo/images")
 STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
@@ -206,12 +205,7 @@ def test_stitched_slide_window_maps_have_their_sketch(tmp_path):
 # ------------------------------------------------------------------------------------ share_forward
 
 def _run_sweep(sweep: Path, jobs, *extra):
-    """`jobs` (override lists) as the jobs of one sweep, with the plan Hydra's callback would write."""
-    cfgs = [compose_cfg(*LOCAL, *extra, *o) for o in jobs]
-    sweep.mkdir(parents=True)
-    (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan(cfgs)}))
-    return [pipeline.run(cfg, JobInfo(output_dir=sweep / str(i), overrides=list(o), sweep_dir=sweep))
-            for i, (cfg, o) in enumerate(zip(cfgs, jobs))]
+    return run_planned_sweep(sweep, jobs, *LOCAL, *extra)
 
 
 def test_jobs_that_share_a_forward_keep_the_same_sketch_as_alone(tmp_path):

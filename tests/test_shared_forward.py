@@ -12,7 +12,7 @@ from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.sweep import shared_forward
 from featvis.sweep.plan import PLAN_FILE, make_plan, share_key
-from tests.conftest import DEMO_IMAGE, compose_cfg
+from tests.conftest import DEMO_IMAGE, compose_cfg, run_planned_sweep
 
 LOCAL = ("backends=[local]",)
 PRESETS = ("decoder", "backbone", "dense")
@@ -66,12 +66,7 @@ def _pictures(out: Path) -> dict:
 
 
 def _run_sweep(sweep: Path, jobs, *extra):
-    """Run `jobs` (override lists) as the jobs of one sweep, with the plan Hydra's callback would write."""
-    cfgs = [compose_cfg(*LOCAL, *extra, *o) for o in jobs]
-    sweep.mkdir(parents=True)
-    (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan(cfgs)}))
-    return [pipeline.run(cfg, JobInfo(output_dir=sweep / str(i), overrides=list(o), sweep_dir=sweep))
-            for i, (cfg, o) in enumerate(zip(cfgs, jobs))]
+    return run_planned_sweep(sweep, jobs, *LOCAL, *extra)
 
 
 def test_a_layer_sweep_runs_the_model_once_per_image_and_draws_what_each_job_draws_alone(tmp_path):
