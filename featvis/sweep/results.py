@@ -185,21 +185,27 @@ def local_root(cfg: Any, job_dir: Path) -> Optional[Path]:
     Its `kwargs.save_dir` if set, else the backend's own folder in the job's results
     (`save_dir_for`, as featvis.backends.visualizer builds it).
     """
-    for key, spec in (cfg.backends or {}).items():
-        cls = VISBACKENDS.get(spec.get("type"))
-        if isinstance(cls, type) and issubclass(cls, FeatvisLocalVisBackend):
-            save_dir = (spec.get("kwargs") or {}).get("save_dir")
-            return Path(save_dir) if save_dir else cls.save_dir_for(Path(job_dir) / RESULTS_DIR, str(key))
-    return None
+    found = _local_backend(cfg)
+    if found is None:
+        return None
+    key, cls, kwargs = found
+    save_dir = kwargs.get("save_dir")
+    return Path(save_dir) if save_dir else cls.save_dir_for(Path(job_dir) / RESULTS_DIR, key)
 
 
 def _local_suffix(cfg: Any) -> str:
     """The file suffix of the local backend's pictures (its `image_format` kwarg; .png by default)."""
-    for spec in (cfg.backends or {}).values():
+    found = _local_backend(cfg)
+    return FORMATS.get((found[2] if found else {}).get("image_format") or "png", ".png")
+
+
+def _local_backend(cfg: Any) -> Optional[Tuple[str, type, Dict[str, Any]]]:
+    """(key, class, kwargs) of the job's local backend (FeatvisLocalVisBackend or a subclass); None without one."""
+    for key, spec in (cfg.backends or {}).items():
         cls = VISBACKENDS.get(spec.get("type"))
         if isinstance(cls, type) and issubclass(cls, FeatvisLocalVisBackend):
-            return FORMATS.get((spec.get("kwargs") or {}).get("image_format") or "png", ".png")
-    return ".png"
+            return str(key), cls, dict(spec.get("kwargs") or {})
+    return None
 
 
 def _panel_files(root: Path, job_dir: Path, panels: Dict[str, List[str]], suffix: str = ".png") -> PanelFiles:
