@@ -80,20 +80,10 @@ class Inference:
             return own.sample, {name: [reduced] for name, reduced in own.maps.items()}
         kept = self.sharing.take(item.sample.image_path) if self.sharing else None
         if kept is not None:
-            self.reused += 1
-            sample, by_layer = kept
-            self.ran |= {name for name, subs in by_layer.items() if subs}
-            return sample, flatten(by_layer, self._order(by_layer))
+            return self._taken(kept)
         with explained(self.model, item, self.config):  # a too-small image: one line saying so
             sample = inference_model(self.model, item.image_bgr)
-        self.forwards += 1
-        self.passes += 1
-        by_layer = self.recorder.pop_layers()
-        self.ran |= self.recorder.ran
-        self.skipped = self.recorder.skipped
-        if self.sharing is not None:
-            self.sharing.keep(item.sample.image_path, sample, by_layer, self.recorder.skipped)
-        return sample, flatten(by_layer, self._order(by_layer))
+        return self._recorded(item, sample, self._popped(1))
 
     def batch(self, items: List[inputs.Loaded]) -> List[Tuple[Any, Dict[str, List[Reduced]]]]:
         """Several images (of one shape: featvis.data.batches) in one forward pass; per image, what
@@ -101,30 +91,40 @@ class Inference:
         if self.recorder is None or len(items) == 1:
             return [self(item) for item in items]
         kept = {i: self.sharing.take(item.sample.image_path) for i, item in enumerate(items)} if self.sharing else {}
-        out: Dict[int, Tuple[Any, Dict[str, List[Reduced]]]] = {}
-        for i, found in kept.items():
-            if found is not None:
-                self.reused += 1
-                sample, by_layer = found
-                self.ran |= {name for name, subs in by_layer.items() if subs}
-                out[i] = (sample, flatten(by_layer, self._order(by_layer)))
+        out = {i: self._taken(found) for i, found in kept.items() if found is not None}
         todo = [i for i in range(len(items)) if i not in out]
         if len(todo) == 1:
             out[todo[0]] = self(items[todo[0]])
         elif todo:
             with explained(self.model, items[todo[0]], self.config):  # one shape: what fails, fails for all
                 samples = inference_model(self.model, [items[i].image_bgr for i in todo])
-            self.forwards += len(todo)
-            self.passes += 1
-            by_layer = self.recorder.pop_layers()
-            self.ran |= self.recorder.ran
-            self.skipped = self.recorder.skipped
+            by_layer = self._popped(len(todo))
             for j, i in enumerate(todo):
-                mine = self._item_of(by_layer, j, len(todo))
-                if self.sharing is not None:
-                    self.sharing.keep(items[i].sample.image_path, samples[j], mine, self.recorder.skipped)
-                out[i] = (samples[j], flatten(mine, self._order(mine)))
+                out[i] = self._recorded(items[i], samples[j], self._item_of(by_layer, j, len(todo)))
         return [out[i] for i in range(len(items))]
+
+    def _taken(self, kept: Tuple[Any, Dict[str, Dict[str, List[Reduced]]]]) -> Tuple[Any, Dict[str, List[Reduced]]]:
+        """An image another job of the sweep ran: its kept prediction and maps."""
+        self.reused += 1
+        sample, by_layer = kept
+        self.ran |= {name for name, subs in by_layer.items() if subs}
+        return sample, flatten(by_layer, self._order(by_layer))
+
+    def _popped(self, images: int) -> Dict[str, Dict[str, List[Reduced]]]:
+        """What the recorder took of one forward pass over `images` images."""
+        by_layer = self.recorder.pop_layers()
+        self.forwards += images
+        self.passes += 1
+        self.ran |= self.recorder.ran
+        self.skipped = self.recorder.skipped
+        return by_layer
+
+    def _recorded(self, item: inputs.Loaded, sample: Any, by_layer: Dict[str, Dict[str, List[Reduced]]]
+                  ) -> Tuple[Any, Dict[str, List[Reduced]]]:
+        """One image's forward: kept for the sweep's other jobs (share_forward), and its maps in drawing order."""
+        if self.sharing is not None:
+            self.sharing.keep(item.sample.image_path, sample, by_layer, self.recorder.skipped)
+        return sample, flatten(by_layer, self._order(by_layer))
 
     def _item_of(self, by_layer: Dict[str, Dict[str, List[Reduced]]], j: int, n: int
                  ) -> Dict[str, Dict[str, List[Reduced]]]:
