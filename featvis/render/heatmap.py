@@ -13,7 +13,6 @@ replaces the per-map min-max by a range chosen once. Two things never change wit
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence, Union
 
@@ -24,7 +23,7 @@ import torch
 from featvis.render.align import align
 from featvis.render.colormaps import JET, lut
 from featvis.render.draw import draw_label, draw_scale_bar_below, grid, pad_below, scale_bar_rows
-from featvis.render.scales import Scale, finite_min_max, is_constant, scale_for
+from featvis.render.scales import Scale, finite_range, is_constant, range_is_constant, scale_for
 
 
 def normalize(values: np.ndarray, scale: Optional[Scale] = None) -> np.ndarray:
@@ -34,9 +33,9 @@ def normalize(values: np.ndarray, scale: Optional[Scale] = None) -> np.ndarray:
     NaN and Inf are drawn as the map's finite minimum; the pipeline reports them in the caption.
     A degenerate scale (hi <= lo) gives 0 everywhere.
     """
-    found = finite_min_max(values)
+    found, all_finite = finite_range(values)
     if scale is None:
-        if is_constant(values):
+        if range_is_constant(found):
             return np.zeros(values.shape, np.uint8)
         lo, hi = found
         fill = lo
@@ -44,8 +43,8 @@ def normalize(values: np.ndarray, scale: Optional[Scale] = None) -> np.ndarray:
         lo, hi = scale.lo, scale.hi
         fill = (found or (lo, hi))[0]
     factor = 255.0 / (hi - lo) if hi > lo else 0.0
-    if values.dtype.kind == "f" and values.size and math.isfinite(values.min()) and math.isfinite(values.max()):
-        shifted = values - lo  # no NaN or Inf (min and max are finite): nothing to fill
+    if all_finite and values.dtype.kind == "f":
+        shifted = values - lo  # no NaN or Inf: nothing to fill
     else:
         shifted = np.nan_to_num(values, nan=fill, posinf=fill, neginf=fill) - lo
     np.multiply(shifted, factor, out=shifted)  # in place: the same arithmetic, fewer 8 MB temporaries

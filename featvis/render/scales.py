@@ -31,7 +31,11 @@ def is_constant(values: np.ndarray) -> bool:
     Min-max normalisation would stretch rounding noise (1e-7 of a global-pooling branch's
     value) to the full colour range and draw it as if it were data.
     """
-    found = finite_min_max(values)
+    return range_is_constant(finite_min_max(values))
+
+
+def range_is_constant(found: Optional[Tuple[float, float]]) -> bool:
+    """`is_constant` of a map whose finite (min, max) is `found` (None: no finite value)."""
     if found is None:
         return True
     lo, hi = found
@@ -39,21 +43,26 @@ def is_constant(values: np.ndarray) -> bool:
 
 
 def finite_min_max(values: np.ndarray) -> Optional[Tuple[float, float]]:
-    """The min and max of the finite values; None when there is none.
+    """The min and max of the finite values; None when there is none."""
+    return finite_range(values)[0]
+
+
+def finite_range(values: np.ndarray) -> Tuple[Optional[Tuple[float, float]], bool]:
+    """(`finite_min_max(values)`, whether every value is finite).
 
     Two passes over the map when all of it is finite (min and max are finite exactly then:
     NaN propagates, +-Inf would be the max or min); the masked copy only when it is not.
     """
     values = np.asarray(values)
     if values.size == 0:
-        return None
+        return None, True
     lo, hi = values.min(), values.max()
     if math.isfinite(lo) and math.isfinite(hi):
-        return float(lo), float(hi)
+        return (float(lo), float(hi)), True
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        return None
-    return float(finite.min()), float(finite.max())
+        return None, False
+    return (float(finite.min()), float(finite.max())), False
 
 
 @dataclass(frozen=True)
