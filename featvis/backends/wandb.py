@@ -231,7 +231,7 @@ class FeatvisWandbVisBackend(FeatvisBackend):
             return
         while self._backlog:
             step, row = self._backlog.popleft()
-            self._run.log({k: v.wandb_image() if isinstance(v, _Picture) else v for k, v in row.items()}, step=step)
+            self._run.log({k: _value(v) for k, v in row.items()}, step=step)
 
     def close(self, failed: bool = False) -> None:
         try:
