@@ -8,8 +8,8 @@ import pytest
 
 from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS
+from featvis.pipeline import drawer
 from featvis.pipeline import job as pipeline
-from featvis.render import panels as render_panels
 from featvis.render.draw import SCALE_BAR_GAP, scale_bar_rows
 from featvis.render.labels import overlay_labels
 from tests.conftest import compose_cfg, exit_code, history, run_record, wandb_records, wandb_runs
@@ -158,16 +158,15 @@ def test_model_loaded_once_for_all_images(tmp_path, monkeypatch):
 
 
 def test_failure_mid_run_leaves_no_results_that_look_complete(tmp_path, monkeypatch):
-    real = render_panels.overlay_maps
-    seen = []
+    real = drawer.make_panels
 
-    def fail_on_second_image(maps, image, *args, **kwargs):
-        seen.append(image.shape)
-        if len(seen) > len(DECODER_MAPS):
+    def fail_on_second_image(style, recorded, *args, **kwargs):
+        # by name, not by call count: images are drawn on several threads at once
+        if recorded.item.sample.stem == DEMO_STEMS[1]:
             raise RuntimeError("disk full")
-        return real(maps, image, *args, **kwargs)
+        return real(style, recorded, *args, **kwargs)
 
-    monkeypatch.setattr(render_panels, "overlay_maps", fail_on_second_image)  # where make_panels calls it
+    monkeypatch.setattr(drawer, "make_panels", fail_on_second_image)  # where the Drawer calls it
     with pytest.raises(RuntimeError, match="disk full"):
         pipeline.run(compose_cfg(), JobInfo(output_dir=tmp_path))
     assert not (tmp_path / "featvis").exists()
