@@ -8,7 +8,7 @@ resized to --size, with its scale bar, as a job draws each layer. Timed in this 
   draw        overlay_maps (align, colour, blend, scale bar), against the plain numpy
               version it replaced (tests/test_render_exact.py's reference: same pixels);
   PNG         OpenCV's default PNG (libpng, deflate level 1, Sub filter) against featvis's
-              (the same filter, Huffman-only deflate by zlib-ng): time and size, ratio;
+              (the same filter, level-1 deflate by ISA-L): time and size, ratio;
   W&B         the default upload, JPEG quality 90 at most 1024 pixels on the longer side
               (shrinking included), against the full-size PNG that was uploaded before.
 Medians of --repeats after one untimed run; single-threaded OpenCV (cv2.setNumThreads(1)),
@@ -73,7 +73,7 @@ def main() -> None:
     print(f"{'draw: plain numpy (before)':34s} {t_old * 1e3:7.1f} {'':6s} {1.0:6.2f}")
     print(f"{'draw: featvis':34s} {t_new * 1e3:7.1f} {'':6s} {t_new / t_old:6.2f}")
     print(f"{'PNG: OpenCV default (before)':34s} {t_png0 * 1e3:7.1f} {len(png0) / 1e6:6.2f} {1.0:6.2f}")
-    print(f"{'PNG: featvis (zlib-ng, Huffman)':34s} {t_png * 1e3:7.1f} {len(png) / 1e6:6.2f} {t_png / t_png0:6.2f}")
+    print(f"{'PNG: featvis (ISA-L level 1)':34s} {t_png * 1e3:7.1f} {len(png) / 1e6:6.2f} {t_png / t_png0:6.2f}")
     print(f"{'W&B: full-size PNG (before)':34s} {t_png0 * 1e3:7.1f} {len(png0) / 1e6:6.2f} {1.0:6.2f}")
     print(f"{'W&B: JPEG q90, max side 1024':34s} {t_jpg * 1e3:7.1f} {len(jpg) / 1e6:6.2f} "
           f"{len(jpg) / len(png0):6.2f} (size)")
