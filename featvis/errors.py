@@ -47,6 +47,10 @@ class ReductionError(FeatvisError):
     """A reduction cannot be applied: a missing option, or a layer it does not fit."""
 
 
+class BackendError(FeatvisError, RuntimeError):
+    """A backend could not finish what the job logged (its W&B worker died, ...)."""
+
+
 def env_number(name: str, default: float) -> float:
     """A non-negative number from environment variable `name` (`default` when unset); ConfigError otherwise."""
     text = os.environ.get(name)

@@ -121,20 +121,21 @@ def test_bad_local_format_names_the_backend(tmp_path):
 
 
 def test_the_job_does_not_wait_for_the_wandb_run_to_open(tmp_path, monkeypatch):
-    """Pictures are written and rows held while the run opens; logged in order, at their steps, once it is."""
+    """Pictures are written and rows sent while the run opens; logged in order, at their steps, once it is."""
     import threading
 
     from featvis.backends import wandb as wandb_backend
+    from featvis.backends.wandb_worker import WandbProcess
 
     released = threading.Event()
-    real_open = wandb_backend.open_run
     waited = []
 
-    def slow_open(spec, mode):
-        waited.append(released.wait(timeout=30))  # opens only after the job has logged three images
-        return real_open(spec, mode)
+    class Gated(WandbProcess):
+        def _write(self):  # nothing reaches the worker, not even "open", until the job has logged three images
+            waited.append(released.wait(timeout=30))
+            super()._write()
 
-    monkeypatch.setattr(wandb_backend, "open_run", slow_open)
+    monkeypatch.setattr(wandb_backend, "acquire", Gated)
     backends = {k: dict(v) for k, v in compose_cfg("backends=[wandb]").backends.items()}
     vis = FeatureVisualizer(backends, tmp_path, RunInfo(name="t", job_type="t", group=None))
     with vis:

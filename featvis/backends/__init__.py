@@ -4,10 +4,8 @@ They implement featvis.backends.base.FeatvisBackend, MMEngine's BaseVisBackend p
 featvis adds (`add_panel`, `start`, `close(failed)`, `picture_format`), so MMEngine's own
 backends (LocalVisBackend, TensorboardVisBackend, MLflowVisBackend, ...) plug in beside
 them with one config file: the visualizer wraps those (featvis.backends.adapter).
+
+The package itself imports nothing: featvis.backends.visualizer imports (and so
+registers) the backends, and the W&B worker process (featvis.backends.wandb_worker)
+starts without MMEngine.
 """
-
-from featvis.backends.base import FeatvisBackend, RunInfo
-from featvis.backends.local import FeatvisLocalVisBackend
-from featvis.backends.wandb import FeatvisWandbVisBackend
-
-__all__ = ["FeatvisBackend", "FeatvisLocalVisBackend", "FeatvisWandbVisBackend", "RunInfo"]

@@ -17,11 +17,12 @@ import mmengine.visualization  # noqa: F401  (registers MMEngine's backends)
 from mmengine.config import Config
 from mmengine.registry import VISBACKENDS
 
-import featvis.backends  # noqa: F401  (registers featvis's backends)
+import featvis.backends.local  # noqa: F401  (registers featvis's backends)
+import featvis.backends.wandb  # noqa: F401
 from featvis.backends.adapter import MMEngineBackend
 from featvis.backends.base import FeatvisBackend, RunInfo
 from featvis.backends.encoding import Encoded, PictureFormat, encode_all
-from featvis.errors import ConfigError
+from featvis.errors import BackendError, ConfigError, FeatvisError
 from featvis.render.panel import Panel
 
 
@@ -87,14 +88,19 @@ class FeatureVisualizer:
             backend.add_scalars(dict(scalars), step=step)
 
     def close(self, failed: bool = False) -> None:
-        errors = []
+        errors: List[Exception] = []
+        keys = []
         for key, backend in self.backends.items():
             try:
                 backend.close(failed=failed)
             except Exception as err:  # close the others anyway
-                errors.append(f"{key}: {err}")
+                errors.append(err)
+                keys.append(key)
         if errors and not failed:
-            raise RuntimeError("closing backends failed: " + "; ".join(errors))
+            message = "closing backends failed: " + "; ".join(f"{k}: {e}" for k, e in zip(keys, errors))
+            # errors that say what to do (featvis's own) stay one line without "unexpected"
+            kind = BackendError if all(isinstance(e, FeatvisError) for e in errors) else RuntimeError
+            raise kind(message)
 
     def __enter__(self) -> "FeatureVisualizer":
         return self

@@ -3,10 +3,11 @@
 Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
 - the mode is passed to `wandb.init` explicitly (`WANDB_*` variables are read once per
   process): `auto` means online with an API key, offline without one;
-- the run opens in a background thread and the job never waits for it: until it is
-  open, each image's pictures are written to files and its history row is held (at most
-  `BACKLOG` rows; then the job waits), and logged, in order and at their steps, as soon
-  as it is (W&B's service takes seconds to start, a fast model's dozens of images);
+- the run lives in a worker process (featvis.backends.wandb_worker), started when the
+  backend is built and reused by the process's next job: wandb's Python work (its import,
+  `wandb.init`, one `wandb.Image` per picture, `finish`) never holds the job's GIL, and
+  the job never waits for the run to open: each image's pictures are written to files
+  and its row is sent at once, logged in order and at its step as soon as the run is open;
 - every run is finished in `close()`, so each job of a multirun gets its own run
   (under Hydra's basic launcher all jobs share a process, and a second `wandb.init`
   while a run is open would return the old run);
@@ -26,6 +27,8 @@ Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
 - at close, a `featvis/table` W&B Table (one row per image: its id, the input with masks,
   every layer's map and its `stats`) goes into the run's summary, not its history, so
   the history keeps one row per image. It reuses the wandb.Image objects already logged.
+
+`experiment` (MMEngine's handle on the run) is None: the run is in the worker process.
 """
 
 from __future__ import annotations
@@ -35,22 +38,19 @@ import netrc
 import os
 import shutil
 import tempfile
-import threading
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import urlparse
 
 import cv2
 import numpy as np
 from mmengine.registry import VISBACKENDS
-from mmengine.visualization.vis_backend import force_init_env
 
 from featvis.backends.base import FeatvisBackend, RunInfo
 from featvis.backends.encoding import Encoded, PictureFormat, write_picture
-from featvis.backends.wandb_run import RunSpec, open_run
+from featvis.backends.wandb_run import RunSpec
+from featvis.backends.wandb_worker import WandbProcess, acquire, prewarm, release
 from featvis.errors import ConfigError
 from featvis.render.labels import IGNORE_INDEX  # mmseg's ignore label in ground-truth masks
 from featvis.render.panel import Panel
@@ -59,22 +59,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.wandb.ai"
 WANDB_FORMATS = ("jpeg", "png")  # what wandb.Image takes from a file and its UI shows
-BACKLOG = 64  # history rows held while the run opens; one more and the job waits for it
-
-
-@dataclass(eq=False)
-class _Picture:
-    """A picture written for the run, made a wandb.Image when the run is open (and then kept)."""
-
-    path: Path
-    caption: str
-    masks: Optional[Dict[str, Any]]
-    image: Any = None
-
-    def wandb_image(self) -> Any:
-        if self.image is None:
-            self.image = _wandb().Image(str(self.path), caption=self.caption, masks=self.masks)
-        return self.image
 
 
 def api_key_configured() -> bool:
@@ -114,73 +98,54 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         self.project, self.entity, self.group = project, entity, group or self.run_info.group
         self.mode = resolve_mode(mode)  # fails here, before any work, on online without a key
         self.init_timeout = init_timeout
-        self._run: Any = None
+        self._worker: Optional[WandbProcess] = None  # the process that holds the run, once started
+        self._opening: Optional[int] = None  # its open command, answered when the run is open
         self._pending: Dict[str, Any] = {}
         self._pending_step: Optional[int] = None
-        self._backlog: "deque[Tuple[int, Dict[str, Any]]]" = deque()  # (step, row) waiting for the run
         self._encoded: Optional[Path] = None  # where pictures are written for the run: made on first use
         self._n_encoded = 0
-        self._starter: Optional[threading.Thread] = None
-        self._start_error: Optional[BaseException] = None
         self._rows: Dict[str, Dict[str, Any]] = {}  # image id -> {table column: value}, in logging order
+        prewarm()  # the worker imports wandb while the job loads its model
 
     @classmethod
     def save_dir_for(cls, job_dir: Path, key: str) -> Path:
         """The job's folder itself: wandb makes its own `wandb/` folder in it."""
         return Path(job_dir)
 
-    @property  # type: ignore[misc]
-    @force_init_env
+    @property
     def experiment(self) -> Any:
-        return self._run
+        """None: the run lives in featvis's W&B worker process (featvis.backends.wandb_worker)."""
+        return None
 
     def start(self) -> None:
-        """Open the run in a background thread (importing wandb and starting its service
-        take about a second), so that it overlaps the model's first forward pass."""
-        def open_in_background() -> None:
-            try:
-                self._open()
-            except BaseException as err:  # re-raised in the job's thread by _ready
-                self._start_error = err
-
-        self._starter = threading.Thread(target=open_in_background, name="featvis-wandb-init", daemon=True)
-        self._starter.start()
+        """Open the run in the worker process; the job goes on at once (rows wait in the pipe)."""
+        if self._worker is not None:
+            return
+        Path(self._save_dir).mkdir(parents=True, exist_ok=True)
+        spec = RunSpec(save_dir=str(self._save_dir), project=self.project, entity=self.entity, group=self.group,
+                       job_type=self.run_info.job_type, name=self.run_info.name, config=self.run_info.config,
+                       init_timeout=self.init_timeout)
+        self._worker = acquire()
+        self._opening = self._worker.send("open", spec=asdict(spec), mode=self.mode)
 
     def _init_env(self) -> None:
-        self._ready(wait=True)
+        """MMEngine's hook: open the run and wait until it is."""
+        self.start()
+        self._check_open(wait=True)
 
-    def _ready(self, wait: bool) -> bool:
-        """Whether the run is open; `wait`: open it, or wait for the background opening, first.
-        An error of the background opening is raised here, in the job's thread."""
-        if self._run is not None:
-            return True
-        if self._starter is not None:
-            if not wait and self._starter.is_alive():
-                return False
-            self._starter.join()
-            self._starter = None
-            if self._start_error is not None:
-                raise self._start_error
-        if self._run is None:
-            self._open()
-        return True
-
-    def _open(self) -> None:
-        Path(self._save_dir).mkdir(parents=True, exist_ok=True)
-        self._run = self._init(self.mode)
+    def _check_open(self, wait: bool) -> None:
+        """Raise the opening's error in the job's thread once the worker answered (or now: `wait`)."""
+        if self._worker is None or self._opening is None:
+            return
+        if wait or self._worker.answered(self._opening):
+            opening, self._opening = self._opening, None
+            self.mode = self._worker.wait(opening).get("mode", self.mode)  # offline when online failed
 
     def _media_dir(self) -> Path:
         if self._encoded is None:
             Path(self._save_dir).mkdir(parents=True, exist_ok=True)
             self._encoded = Path(tempfile.mkdtemp(prefix=".featvis-png-", dir=self._save_dir))
         return self._encoded
-
-    def _init(self, mode: str) -> Any:
-        spec = RunSpec(save_dir=self._save_dir, project=self.project, entity=self.entity, group=self.group,
-                       job_type=self.run_info.job_type, name=self.run_info.name, config=self.run_info.config,
-                       init_timeout=self.init_timeout)
-        run, self.mode = open_run(spec, mode)  # offline when online fails: never lose the job
-        return run
 
     def add_config(self, config: Any, **kwargs: Any) -> None:
         """Nothing to add: the resolved config went to `wandb.init` with the run (`RunInfo.config`)."""
@@ -190,22 +155,29 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         self._n_encoded += 1
         path = self._media_dir() / f"{self._n_encoded}{fmt.suffix}"
         write_picture(path, panel.picture, encoded, fmt)
+        picture: Dict[str, Any] = {"picture": str(path), "caption": panel.caption}
         labels = panel.labels
-        masks = {}
         if labels is not None:  # label maps at the picture's stored size: nearest label, no blending
             gt = labels.ground_truth
             masks = _masks(_shrink_labels(fmt, labels.prediction), None if gt is None else _shrink_labels(fmt, gt),
                            labels.class_names)
-        picture = _Picture(path, panel.caption, masks or None)
+            picture["masks"] = {name: self._mask_file(path, name, mask) for name, mask in masks.items()}
         self._stage(panel.name, picture, step)
         if panel.name == "input" or panel.layer is not None:
             row = self._rows.setdefault(image_id, {})
             if panel.layer is None:
-                row["input"] = picture
+                row["input"] = {"picture": str(path)}  # the worker reuses the logged wandb.Image
             else:
-                row[f"featmap/{panel.layer}"] = picture
+                row[f"featmap/{panel.layer}"] = {"picture": str(path)}
                 for key, value in (panel.stats or {}).items():
                     row[f"stats/{panel.layer}/{key}"] = value
+
+    @staticmethod
+    def _mask_file(picture: Path, name: str, mask: Dict[str, Any]) -> Dict[str, Any]:
+        """A mask as the worker reads it: its uint8 labels in a .npy file (no pickle), its class names."""
+        file = picture.with_name(f"{picture.stem}.{name}.npy")
+        np.save(file, mask["mask_data"], allow_pickle=False)
+        return {"file": str(file), "class_labels": [[int(v), n] for v, n in mask["class_labels"].items()]}
 
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
         self._stage(name, value, step)
@@ -221,31 +193,29 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         self._pending_step = step
         self._pending[name] = value
 
-    def _flush(self, wait: bool = False) -> None:
-        """The staged row joins the backlog; the backlog is logged if the run is open (or `wait`,
-        or the backlog is full: then the job waits for the run)."""
+    def _flush(self) -> None:
+        """The staged row to the worker, which logs it once the run is open."""
         if self._pending:
-            self._backlog.append((self._pending_step, self._pending))
+            self.start()  # MMEngine's add_image without featvis's start(): open now
+            self._worker.send("log", step=self._pending_step, row=self._pending)
+            self._check_open(wait=False)
+            self._worker.raise_errors()
         self._pending, self._pending_step = {}, None
-        if not self._backlog or not self._ready(wait=wait or len(self._backlog) > BACKLOG):
-            return
-        while self._backlog:
-            step, row = self._backlog.popleft()
-            self._run.log({k: _value(v) for k, v in row.items()}, step=step)
 
     def close(self, failed: bool = False) -> None:
         try:
-            if self._run is None and self._starter is None and not self._pending and not self._backlog:
+            if self._worker is None and not self._pending:
                 return  # never started, nothing logged
-            self._ready(wait=True)  # the opening ends before the job does; its error is raised here
-            try:
-                self._flush(wait=True)  # a failed job keeps what it logged, and is marked failed below
-                self._log_table()
-            finally:
-                self._run.finish(exit_code=1 if failed else 0)  # copies the logged media
-                self._run = None
-                self._rows = {}
-                log.info("W&B run %s finished (%s)", self.run_info.name, self.mode)
+            self._flush()  # a failed job keeps what it logged, and is marked failed below
+            worker = self._worker
+            self._log_table()
+            finished = worker.send("finish", exit_code=1 if failed else 0)
+            self._worker, self._rows = None, {}
+            self._check_open(wait=True)  # the opening's error, if it failed, is raised here
+            worker.wait(finished)
+            worker.raise_errors()
+            release(worker)  # the next job of this process reuses it
+            log.info("W&B run %s finished (%s)", self.run_info.name, self.mode)
         finally:
             if self._encoded is not None:
                 shutil.rmtree(self._encoded, ignore_errors=True)
@@ -258,13 +228,8 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         columns: List[str] = ["image_id"]
         for row in self._rows.values():
             columns.extend(c for c in row if c not in columns)
-        data = [[image_id, *(_value(row.get(c)) for c in columns[1:])] for image_id, row in self._rows.items()]
-        # in the summary, not the history: the history keeps exactly one row per image
-        self._run.summary["featvis/table"] = _wandb().Table(columns=columns, data=data, allow_mixed_types=True)
-
-
-def _value(value: Any) -> Any:
-    return value.wandb_image() if isinstance(value, _Picture) else value
+        data = [[image_id, *(row.get(c) for c in columns[1:])] for image_id, row in self._rows.items()]
+        self._worker.send("table", columns=columns, data=data)
 
 
 def _shrink_labels(fmt: PictureFormat, labels: np.ndarray) -> np.ndarray:
@@ -275,13 +240,6 @@ def _shrink_labels(fmt: PictureFormat, labels: np.ndarray) -> np.ndarray:
     if labels.dtype not in (np.uint8, np.uint16, np.int16, np.int32, np.float32):
         labels = labels.astype(np.int32)
     return fmt.shrink(labels, cv2.INTER_NEAREST)
-
-
-def _wandb() -> ModuleType:
-    """The wandb module, imported by the run's first use of it (open_run imports it first)."""
-    import wandb  # noqa: PLC0415  (about a second to import: only jobs that log to W&B pay it)
-
-    return wandb
 
 
 def _masks(pred: Optional[np.ndarray], gt: Optional[np.ndarray],

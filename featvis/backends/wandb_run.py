@@ -46,7 +46,7 @@ def open_run(spec: RunSpec, mode: str, offline_hint: str = "the job's last log l
     """
     import wandb  # noqa: PLC0415  (about a second to import: only runs that log to W&B pay it)
 
-    _quiet(wandb)
+    quiet_setup(wandb)
     settings = wandb.Settings(init_timeout=spec.init_timeout, silent=True, console="off",
                               x_disable_stats=True, save_code=False, disable_git=True)
     kwargs = dict(dir=str(spec.save_dir), project=spec.project, entity=spec.entity, group=spec.group,
@@ -62,7 +62,8 @@ def open_run(spec: RunSpec, mode: str, offline_hint: str = "the job's last log l
         return wandb.init(mode="offline", **kwargs), "offline"
 
 
-def _quiet(wandb: Any) -> None:
-    """wandb's terminal messages into featvis's log (`wandb.setup` fixes them once per process)."""
+def quiet_setup(wandb: Any) -> None:
+    """wandb's terminal messages into featvis's log (`wandb.setup` fixes them once per process);
+    `wandb.setup` also starts wandb's service process, unless W&B is disabled."""
     wandb.setup(settings=wandb.Settings(silent=True))
     wandb.termsetup(wandb.Settings(silent=True), logging.getLogger("featvis.wandb"))

@@ -1,0 +1,316 @@
+"""The W&B run of a job, in a process of its own: the client the backend talks to, and that process.
+
+wandb is pure Python on the job's side of its service: importing it, `wandb.init` (which
+imports pydantic models whose set-up scans every loaded module: three times slower once
+torch and mmseg are in), one `wandb.Image` per picture (PIL reads it, masks are PNG-encoded)
+and `finish`. In the job's process all of that holds the GIL that the model's forward pass,
+the hooks and the drawing threads need between their C calls: a fast model's job ran
+1.6x slower with W&B than without. Here it runs in a child process, started when the
+backend is built (so that its imports overlap the model's load) and kept for the next job
+of the process (a sweep under Hydra's basic launcher opens one run per job in it).
+
+The protocol is data only, one JSON object per line, never pickle:
+  job -> worker (its stdin): {"op": "open", "id", "spec", "mode"}, {"op": "log", "step", "row"},
+      {"op": "table", "columns", "data"}, {"op": "finish", "id", "exit_code"}, {"op": "quit"};
+  worker -> job (a pipe of its own; the worker's stdout and stderr go to a file):
+      {"id", "mode"} or {"id", "error"} for open/finish, {"error", "op"} when a log or table
+      failed, {"log": level, "name", "message"} for featvis's and wandb's messages.
+A picture in a row or table is {"picture": file, "caption", "masks": {name: {"file": .npy of
+uint8 labels, "class_labels": [[value, name], ...]}}}; the worker makes it a `wandb.Image`
+(once: the table reuses the logged one). The worker ignores SIGINT and SIGTERM (they reach
+the whole process group): the job finishes its run, failed or not; if the job dies, the
+worker sees its stdin close and finishes the open run with exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from itertools import count
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from featvis.backends.wandb_run import RunSpec, open_run
+from featvis.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+
+class WandbProcessError(BackendError):
+    """The W&B worker failed or died; the message is its error's one line."""
+
+
+class WandbProcess:
+    """The job's side: commands are queued and written by a thread (the job never blocks on
+    the pipe while the worker is busy opening the run); replies are read by another."""
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        self._output = tempfile.TemporaryFile()  # the worker's stdout and stderr: its last line explains a crash
+        self.env = _wandb_env()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(write_fd)], stdin=subprocess.PIPE, env=_child_env(),
+                stdout=self._output, stderr=self._output, pass_fds=(write_fd,), close_fds=True)
+        finally:
+            os.close(write_fd)
+        self._replies = os.fdopen(read_fd, "r", encoding="utf-8")
+        self._ids = count(1)
+        self._answers: Dict[int, Dict[str, Any]] = {}
+        self._errors: "deque[str]" = deque()  # failed log/table commands, raised at the next check
+        self._cond = threading.Condition()
+        self._outbox: "deque[Optional[bytes]]" = deque()
+        self._dead: Optional[str] = None
+        threading.Thread(target=self._read, name="featvis-wandb-replies", daemon=True).start()
+        threading.Thread(target=self._write, name="featvis-wandb-commands", daemon=True).start()
+
+    # -- commands ------------------------------------------------------------------------
+    def send(self, op: str, **fields: Any) -> int:
+        """Queue a command; its id (requests: `wait(id)` for the answer)."""
+        cid = next(self._ids)
+        line = json.dumps({"op": op, "id": cid, **fields}, default=_plain).encode() + b"\n"
+        with self._cond:
+            self._outbox.append(line)
+            self._cond.notify_all()
+        return cid
+
+    def wait(self, cid: int) -> Dict[str, Any]:
+        """The worker's answer to command `cid`; WandbProcessError if it failed or the worker died."""
+        with self._cond:
+            while cid not in self._answers and self._dead is None:
+                self._cond.wait()
+            answer = self._answers.pop(cid, None)
+        if answer is None:
+            raise WandbProcessError(self._dead or "the W&B worker stopped")
+        if "error" in answer:
+            raise WandbProcessError(answer["error"])
+        return answer
+
+    def answered(self, cid: int) -> bool:
+        with self._cond:
+            return cid in self._answers or self._dead is not None
+
+    def raise_errors(self) -> None:
+        """Raise the first error of a logging command since the last call."""
+        with self._cond:
+            error = self._errors.popleft() if self._errors else None
+            self._errors.clear()
+        if error is not None:
+            raise WandbProcessError(error)
+
+    def alive(self) -> bool:
+        return self._dead is None and self._proc.poll() is None
+
+    def quit(self) -> None:
+        """Let the worker end (it finishes nothing: call after the run's `finish`)."""
+        with self._cond:
+            self._outbox.append(None)
+            self._cond.notify_all()
+
+    # -- threads -------------------------------------------------------------------------
+    def _write(self) -> None:
+        stdin = self._proc.stdin
+        while True:
+            with self._cond:
+                while not self._outbox:
+                    self._cond.wait()
+                line = self._outbox.popleft()
+            try:
+                if line is None:
+                    stdin.close()
+                    return
+                stdin.write(line)
+                stdin.flush()
+            except OSError:  # the worker is gone: the reader says why
+                return
+
+    def _read(self) -> None:
+        for line in self._replies:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "log" in message:
+                logging.getLogger(message.get("name") or __name__).log(
+                    int(message["log"]), "%s", message.get("message", ""))
+                continue
+            with self._cond:
+                if message.get("id") is not None:  # the answer to an open or a finish
+                    self._answers[int(message["id"])] = message
+                else:
+                    self._errors.append(message.get("error", "unknown W&B worker error"))
+                self._cond.notify_all()
+        code = self._proc.wait()
+        with self._cond:
+            self._dead = (f"the W&B worker process exited (code {code}){_last_line(self._output)}; "
+                          "the run keeps what it logged; rerun the job, or use backends=[local] to skip W&B")
+            self._cond.notify_all()
+
+
+_IDLE: List[WandbProcess] = []  # workers whose run is finished, for the process's next job
+_IDLE_LOCK = threading.Lock()
+
+
+def acquire() -> WandbProcess:
+    """An idle worker started with the same WANDB_* environment, or a new one."""
+    with _IDLE_LOCK:
+        while _IDLE:
+            worker = _IDLE.pop()
+            if worker.alive() and worker.env == _wandb_env():
+                return worker
+            worker.quit()
+    return WandbProcess()
+
+
+def prewarm() -> None:
+    """Start a worker now, if none is idle, so that it imports wandb while the job loads its model."""
+    with _IDLE_LOCK:
+        if not any(w.alive() and w.env == _wandb_env() for w in _IDLE):
+            _IDLE.append(WandbProcess())
+
+
+def release(worker: WandbProcess) -> None:
+    """Keep a worker whose run is finished for the next job (it ends with this process)."""
+    if worker.alive():
+        with _IDLE_LOCK:
+            _IDLE.append(worker)
+
+
+def _wandb_env() -> Dict[str, str]:
+    """What wandb reads from the environment once per process (a worker serves one such set)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("WANDB_") or k == "NETRC"}
+
+
+def _child_env() -> Dict[str, str]:
+    """This environment, with this process's featvis first on the path: the worker runs the same code."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and paths in rows."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _last_line(output: Any) -> str:
+    try:
+        output.seek(0)
+        lines = [ln.strip() for ln in output.read().decode(errors="replace").splitlines() if ln.strip()]
+    except (OSError, ValueError):
+        return ""
+    return f": {lines[-1]}" if lines else ""
+
+
+# -- the worker process ------------------------------------------------------------------
+class _Forward(logging.Handler):
+    """featvis's log records (wandb's terminal messages among them) to the job's log."""
+
+    def __init__(self, reply: Any) -> None:
+        super().__init__(logging.DEBUG)
+        self.reply = reply
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reply({"log": record.levelno, "name": record.name, "message": record.getMessage()})
+        except Exception:  # noqa: BLE001  (a log line never stops the run)
+            pass
+
+
+class _Worker:
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+        self.run: Any = None
+        self.images: Dict[str, Any] = {}  # picture file -> its wandb.Image, for the table
+
+    def handle(self, cmd: Dict[str, Any]) -> None:
+        op, cid = cmd.get("op"), cmd.get("id")
+        try:
+            if op == "open":
+                self.finish(1)  # an earlier run the job never finished
+                self.run, mode = open_run(RunSpec(**cmd["spec"]), cmd["mode"])
+                self.reply({"op": "open", "id": cid, "mode": mode})
+            elif op == "log" and self.run is not None:
+                self.run.log({k: self.value(v) for k, v in cmd["row"].items()}, step=int(cmd["step"]))
+            elif op == "table" and self.run is not None:
+                import wandb  # noqa: PLC0415
+
+                data = [[self.value(v) for v in row] for row in cmd["data"]]
+                # in the summary, not the history: the history keeps exactly one row per image
+                self.run.summary["featvis/table"] = wandb.Table(columns=cmd["columns"], data=data,
+                                                                allow_mixed_types=True)
+            elif op == "finish":
+                self.finish(int(cmd.get("exit_code", 0)))
+                self.reply({"op": "finish", "id": cid})
+        except Exception as err:  # noqa: BLE001  (reported to the job, which raises it)
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            answer = {"op": op, "error": f"W&B {op} failed: {text}"}
+            self.reply({**answer, "id": cid} if op in ("open", "finish") else answer)
+
+    def value(self, value: Any) -> Any:
+        if not isinstance(value, dict) or "picture" not in value:
+            return value
+        path = value["picture"]
+        if path not in self.images:
+            import numpy as np  # noqa: PLC0415
+            import wandb  # noqa: PLC0415
+
+            masks = {name: {"mask_data": np.load(m["file"], allow_pickle=False),
+                            "class_labels": {int(v): str(n) for v, n in m["class_labels"]}}
+                     for name, m in (value.get("masks") or {}).items()}
+            self.images[path] = wandb.Image(path, caption=value.get("caption"), masks=masks or None)
+        return self.images[path]
+
+    def finish(self, exit_code: int) -> None:
+        if self.run is not None:
+            run, self.run, self.images = self.run, None, {}
+            run.finish(exit_code=exit_code)  # copies the logged media into the run
+
+
+def main(reply_fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the job decides when its run ends
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = os.fdopen(reply_fd, "w", encoding="utf-8")
+    lock = threading.Lock()
+
+    def reply(message: Dict[str, Any]) -> None:
+        with lock:
+            try:
+                out.write(json.dumps(message) + "\n")
+                out.flush()
+            except (OSError, ValueError):  # the job is gone: still log what it sent, then finish
+                pass
+
+    featvis_log = logging.getLogger("featvis")
+    featvis_log.setLevel(logging.DEBUG)
+    featvis_log.addHandler(_Forward(reply))
+    featvis_log.propagate = False
+    import wandb  # noqa: PLC0415
+
+    from featvis.backends.wandb_run import quiet_setup  # noqa: PLC0415
+
+    quiet_setup(wandb)  # wandb imported and its service started while the job loads its model
+
+    worker = _Worker(reply)
+    try:
+        for line in sys.stdin.buffer:
+            cmd = json.loads(line)
+            if cmd.get("op") == "quit":
+                break
+            worker.handle(cmd)
+    finally:
+        worker.finish(1)  # the job died or quit with a run open: keep what it logged, marked failed
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
