@@ -24,16 +24,18 @@ worker sees its stdin close and finishes the open run with exit code 1.
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections import deque
-from itertools import count
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -62,7 +64,7 @@ class WandbProcess:
         finally:
             os.close(write_fd)
         self._replies = os.fdopen(read_fd, "r", encoding="utf-8")
-        self._ids = count(1)
+        self._ids = itertools.count(1)
         self._answers: Dict[int, Dict[str, Any]] = {}
         self._errors: "deque[str]" = deque()  # failed log/table commands, raised at the next check
         self._cond = threading.Condition()
@@ -154,6 +156,7 @@ class WandbProcess:
             self._cond.notify_all()
 
 
+EXIT_WAIT_S = 5.0  # how long the process waits at exit for its idle workers to end
 _IDLE: List[WandbProcess] = []  # workers whose run is finished, for the process's next job
 _IDLE_LOCK = threading.Lock()
 
@@ -181,6 +184,21 @@ def release(worker: WandbProcess) -> None:
     if worker.alive():
         with _IDLE_LOCK:
             _IDLE.append(worker)
+
+
+@atexit.register
+def _shutdown() -> None:
+    """At exit, let idle workers end and wait for them (a fraction of a second): no process is left behind."""
+    with _IDLE_LOCK:
+        idle = list(_IDLE)
+        _IDLE.clear()
+    for worker in idle:
+        worker.quit()
+    for worker in idle:
+        try:
+            worker._proc.wait(timeout=EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:  # it ends on its own when it reads the end of its input
+            pass
 
 
 def _wandb_env() -> Dict[str, str]:
@@ -299,11 +317,17 @@ def main(reply_fd: int) -> None:
 
     from featvis.backends.wandb_run import quiet_setup  # noqa: PLC0415
 
+    commands = sys.stdin.buffer
+    first = []
+    if select.select([commands], [], [], 0)[0]:  # the job already said something, or ended
+        first = [commands.readline()]
+        if not first[0]:
+            return  # the job ended before it needed W&B: do not start wandb's service
     quiet_setup(wandb)  # wandb imported and its service started while the job loads its model
 
     worker = _Worker(reply)
     try:
-        for line in sys.stdin.buffer:
+        for line in itertools.chain(first, commands):
             cmd = json.loads(line)
             if cmd.get("op") == "quit":
                 break
