@@ -12,8 +12,9 @@ Three ways to get through the same N images, timed in one run of this script:
                 the floor: no hooks, no pictures);
   (b) featvis   featvis.pipeline.job.run() over the folder in this process: the same model
                 load and inferences, plus hooks, reductions, the panels drawn and logged
-                to local PNGs and an offline W&B run (in a worker thread, while the
-                model runs the next image);
+                to local PNGs and an offline W&B run (drawn on worker threads while the
+                model runs the next image; the W&B run in featvis's W&B worker process,
+                whose CPU time is counted in (b)'s);
   (c) process   `python run.py image=<one file> ...` once per image, one after the other,
                 as the MMSegmentation feature-map guide's one-image script requires: each
                 image pays interpreter start, imports, config composition, model build
@@ -93,21 +94,6 @@ def stored_mb(out: Path) -> Dict[str, float]:
             "local_mb": sum(p.stat().st_size for p in local) / 1e6}
 
 
-def others_cpu_now() -> float:
-    """bench_pipeline's busy_cpu_of_others(), less the CPU time of this process's live
-    descendants: the W&B service that (b) starts is a child that is never waited for, so
-    psutil would count it as "others" although it is part of the job being measured.
-    (Children that were waited for, (c)'s processes, are already excluded.)"""
-    mine = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            t = child.cpu_times()
-            mine += t.user + t.system
-        except psutil.Error:
-            pass
-    return busy_cpu_of_others() - mine
-
-
 class Marks(logging.Handler):
     """perf_counter() of featvis.pipeline's log lines: `model ... on cpu` (job.py: model built,
     layers selected) and `[i] stem: N pictures` (drawer.py: image i drawn and logged), to split (b)'s
@@ -168,6 +154,18 @@ def run_featvis(cfg, out: Path) -> dict:
             "finish_s": end - bounds[-1]}
 
 
+def live_children_cpu() -> Dict[int, float]:
+    """CPU seconds of each live descendant of this process (the W&B worker and its service)."""
+    out = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            out[child.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
 def timed(fn) -> dict:
     """Wall time and peak RSS of one in-process phase. RSS is sampled every 50 ms (a 2 ms
     sampler, as bench_pipeline's, would take a noticeable share of 2 shared cores over
@@ -175,14 +173,16 @@ def timed(fn) -> dict:
     cleanup()  # gc + malloc_trim: every phase starts from the same heap state
     proc = psutil.Process()
     with PeakRSS(interval=0.05) as mem:
-        c0, t0 = proc.cpu_times(), time.perf_counter()
+        c0, k0, t0 = proc.cpu_times(), live_children_cpu(), time.perf_counter()
         numbers = fn()
         numbers["wall_s"] = time.perf_counter() - t0
-        c1 = proc.cpu_times()
-    # CPU seconds of all this process's threads (torch's, the drawing worker, W&B's
-    # starter): less sensitive than wall time to other work on the cores, though torch's
-    # threads spin (and so burn CPU) longer when they wait for a busy core.
-    numbers["cpu_s"] = (c1.user - c0.user) + (c1.system - c0.system)
+        c1, k1 = proc.cpu_times(), live_children_cpu()
+    # CPU seconds of all this process's threads (torch's, the drawing threads) and of its
+    # live children (the job's W&B worker and service): less sensitive than wall time to
+    # other work on the cores, though torch's threads spin (and so burn CPU) longer when
+    # they wait for a busy core.
+    numbers["cpu_s"] = ((c1.user - c0.user) + (c1.system - c0.system)
+                        + sum(cpu - k0.get(pid, 0.0) for pid, cpu in k1.items()))
     peak = max(mem.peak, mem.kernel_peak or 0)
     numbers["peak_rss_mib"] = peak / MIB
     return numbers
@@ -283,7 +283,7 @@ def main() -> None:
     except FeatvisError as err:
         raise SystemExit(f"{err} (the demo's is made by: python -m featvis.demo.train)") from None
 
-    t_start, others0 = time.perf_counter(), others_cpu_now()
+    t_start, others0 = time.perf_counter(), busy_cpu_of_others()
     # One untimed inference first: the first forward in a process pays one-off costs
     # (mmseg's registries and lazy imports, oneDNN kernel selection, page-faulting torch's
     # allocator pools) that would land on whichever of (a) and (b) ran first. Not warmed:
@@ -311,7 +311,7 @@ def main() -> None:
         cleanup()
         runs["c"] = [run_processes(args.model, images, work / "jobs", args.threads)]
         print(f"(c) {PHASES['c']}: {runs['c'][0]['wall_s']:.2f} s", flush=True)
-    other_cpus = max(0.0, (others_cpu_now() - others0) / (time.perf_counter() - t_start))  # no -0.00
+    other_cpus = max(0.0, (busy_cpu_of_others() - others0) / (time.perf_counter() - t_start))  # no -0.00
 
     n = len(images)
     median = {p: {"wall_s": med(r["wall_s"] for r in rs), "cpu_s": med(r["cpu_s"] for r in rs),
@@ -360,9 +360,9 @@ def main() -> None:
           "(the first: from the model built) to this one drawn and logged; finish: W&B run closed, results "
           "renamed. (c): each process's wall time; 'to model': launch to the model built (interpreter, "
           "imports, Hydra, model build), paid again by every process.")
-    print("CPU s: this process's threads for (a)/(b), the run.py processes for (c); peak RSS: this "
-          "process's for (a)/(b) (model included), the largest run.py process for (c). "
-          "W&B service processes counted in neither.")
+    print("CPU s: this process's threads and live children (b's W&B worker and service) for (a)/(b), "
+          "the run.py processes for (c); peak RSS: this process's for (a)/(b) (model included), the "
+          "largest run.py process for (c); W&B's processes' RSS counted in neither.")
     print(f"other processes kept {other_cpus:.2f} of {psutil.cpu_count()} CPUs busy meanwhile" +
           ("; timings on shared CPUs are noisy: use more --repeats or --threads 1" if other_cpus > 0.2 else ""))
 

@@ -68,11 +68,22 @@ class PeakRSS:
 
 
 def busy_cpu_of_others() -> float:
-    """CPU seconds all processes but this one have used since boot (idle time excluded).
-    Torch's threads slow down a lot when other work shares their cores."""
-    t, own = psutil.cpu_times(), psutil.Process().cpu_times()
+    """CPU seconds all processes but this one and its descendants have used since boot (idle
+    time excluded). Torch's threads slow down a lot when other work shares their cores.
+    The job's W&B worker and service are live children that are never waited for: psutil
+    would count them as others although they are part of the job being measured (children
+    that were waited for are in `children_user`/`children_system`)."""
+    t, me = psutil.cpu_times(), psutil.Process()
+    own = me.cpu_times()
     busy = sum(t) - sum(getattr(t, k, 0.0) for k in ("idle", "iowait", "guest", "guest_nice"))
-    return busy - (own.user + own.system + own.children_user + own.children_system)
+    mine = own.user + own.system + own.children_user + own.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            mine += c.user + c.system
+        except psutil.Error:
+            pass
+    return busy - mine
 
 
 def cleanup() -> None:
@@ -220,8 +231,8 @@ def main() -> None:
         print(f"{name:12}{m['wall_s']:10.2f}{m['peak_rss_mib']:15.0f}{m['growth_mib']:13.0f}{hwm:>17}")
     print(f"{'ratio':12}{ratio['wall_s']:9.2f}x{ratio['peak_rss_mib']:14.2f}x{ratio['growth_mib']:12.2f}x"
           f"    (targets <= 1.05x wall, <= 1.10x peak RSS)")
-    print(f"medians. RSS is this process's only (growth = peak - RSS at phase start); the W&B service "
-          f"is a separate process, not counted ({wandb_rss:.0f} MiB RSS now).")
+    print(f"medians. RSS is this process's only (growth = peak - RSS at phase start); the W&B worker and "
+          f"service are processes of their own, not counted ({wandb_rss:.0f} MiB RSS now).")
     print(f"other processes kept {other_cpus:.2f} of {psutil.cpu_count()} CPUs busy meanwhile" +
           ("; timings on shared CPUs are noisy: use more --repeats or --threads 1" if other_cpus > 0.2 else ""))
 
