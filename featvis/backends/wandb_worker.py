@@ -166,7 +166,7 @@ def acquire() -> WandbProcess:
     with _IDLE_LOCK:
         while _IDLE:
             worker = _IDLE.pop()
-            if worker.alive() and worker.env == _wandb_env():
+            if _fits(worker):
                 return worker
             worker.quit()
     return WandbProcess()
@@ -175,7 +175,7 @@ def acquire() -> WandbProcess:
 def prewarm() -> None:
     """Start a worker now, if none is idle, so that it imports wandb while the job loads its model."""
     with _IDLE_LOCK:
-        if not any(w.alive() and w.env == _wandb_env() for w in _IDLE):
+        if not any(_fits(w) for w in _IDLE):
             _IDLE.append(WandbProcess())
 
 
@@ -199,6 +199,11 @@ def _shutdown() -> None:
             worker._proc.wait(timeout=EXIT_WAIT_S)
         except subprocess.TimeoutExpired:  # it ends on its own when it reads the end of its input
             pass
+
+
+def _fits(worker: WandbProcess) -> bool:
+    """An idle worker this job can use: alive, and started with today's WANDB_* environment."""
+    return worker.alive() and worker.env == _wandb_env()
 
 
 def _wandb_env() -> Dict[str, str]:
