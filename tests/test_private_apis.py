@@ -9,6 +9,8 @@
   how the basic sweeper expands a sweep into jobs, to plan shared forward passes.
 - Hydra's `ConfigLoaderImpl.load_configuration` and `_load_single_config` (featvis.config.data_only):
   every composed config, and each file in it, checked to name no code before Hydra uses it.
+- wandb's `Image._initialize_from_path` (featvis.backends.wandb_worker.size_from_header): the
+  W&B worker sizes its pictures from their headers and moves them into the run.
 """
 
 import inspect
@@ -66,3 +68,25 @@ def test_hydra_config_loader_methods_featvis_wraps():
     load = inspect.signature(ConfigLoaderImpl.load_configuration).parameters
     assert list(load)[:3] == ["self", "config_name", "overrides"] and "run_mode" in load
     assert list(inspect.signature(ConfigLoaderImpl._load_single_config).parameters) == ["self", "default", "repo"]
+
+
+def test_wandb_image_from_path_is_what_the_worker_replaces(tmp_path, monkeypatch):
+    import cv2
+    import wandb
+
+    from featvis.backends.wandb_worker import size_from_header
+
+    original = wandb.Image._initialize_from_path
+    assert list(inspect.signature(original).parameters) == ["self", "path"]
+    path = tmp_path / "picture.jpg"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    wandbs = wandb.Image(str(path))
+    monkeypatch.setattr(wandb.Image, "_initialize_from_path", original)  # restored after the test
+    size_from_header(wandb)
+    ours = wandb.Image(str(path))
+    assert wandb.Image._initialize_from_path is not original
+    assert (ours._width, ours._height, ours.format, ours._sha256, ours._size) == \
+        (wandbs._width, wandbs._height, wandbs.format, wandbs._sha256, wandbs._size) == \
+        (40, 24, "jpg", wandbs._sha256, path.stat().st_size)
+    assert ours._is_tmp and not wandbs._is_tmp  # moved into the run when logged, not copied
+    assert ours.image.size == (40, 24)  # pixels still readable on demand (wandb reopens the file)
