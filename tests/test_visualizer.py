@@ -103,3 +103,49 @@ def test_featvis_backends_still_take_mmengines_add_image(tmp_path):
     written = cv2.cvtColor(cv2.imread(str(panel_file(tmp_path, "00003", "featmap/x"))), cv2.COLOR_BGR2RGB)
     assert np.array_equal(written, picture)
     backend.close()
+
+
+def test_local_files_are_written_on_the_encoding_threads_and_wandb_gets_panels_in_order(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(png_module, "workers", lambda: 2)  # as on any machine with two cores or more
+    threads = {"local": [], "wandb": []}
+    for key, cls in (("local", FeatvisLocalVisBackend), ("wandb", VISBACKENDS.get("FeatvisWandbVisBackend"))):
+        real = cls.add_panel
+
+        def spy(self, panel, *a, _real=real, _key=key, **k):
+            threads[_key].append((panel.name, threading.current_thread().name))
+            return _real(self, panel, *a, **k)
+        monkeypatch.setattr(cls, "add_panel", spy)
+    cfg = compose_cfg("backends=[local,wandb]")
+    vis = FeatureVisualizer({k: dict(v) for k, v in cfg.backends.items()}, tmp_path, RunInfo("t", "t", None))
+    pictures = [np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8) for i in range(6)]
+    panels = [Panel(f"featmap/l{i}", p, f"l{i}", layer=f"l{i}") for i, p in enumerate(pictures)]
+    with vis:
+        vis.start()
+        vis.add_panels(panels, step=0, image_id="img")
+    assert {name for name, _ in threads["local"]} == {p.name for p in panels}
+    assert all(thread.startswith("featvis-encode") for _, thread in threads["local"])
+    me = threading.current_thread().name
+    assert threads["wandb"] == [(p.name, me) for p in panels]  # in order, on the calling thread
+    for i, picture in enumerate(pictures):
+        written = cv2.imread(str(panel_file(tmp_path / "local", "img", f"featmap/l{i}")))
+        assert np.array_equal(cv2.cvtColor(written, cv2.COLOR_BGR2RGB), picture)
+    (run,) = wandb_runs(tmp_path)
+    (row,) = history(wandb_records(run))
+    assert all(row[f"{p.name}._type"] == "image-file" for p in panels)
+
+
+def test_a_failed_local_write_reaches_the_caller(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(png_module, "workers", lambda: 2)
+    vis = FeatureVisualizer({"local": dict(compose_cfg("backends=[local]").backends["local"])}, tmp_path,
+                            RunInfo("t", "t", None))
+    (tmp_path / "local" / "img").mkdir(parents=True)
+    (tmp_path / "local" / "img" / "featmap").write_text("a file where a folder should be")
+    picture = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(OSError):
+        vis.add_panels([Panel("input", picture, "in"), Panel("featmap/x", picture, "x", layer="x")],
+                       step=0, image_id="img")
+    vis.close()

@@ -10,6 +10,11 @@ stage made of it instead, and a little more from the visualizer (featvis.backend
   `PictureFormat`: format, quality, longest side), or None for a backend that takes the
   array (MMEngine's); the visualizer encodes all of an image's pictures in every format
   wanted at once, in parallel, and backends that want the same format share the bytes;
+- `any_order`: True for a backend whose `add_panel` calls may run at the same time on
+  several threads, in any order (one file per picture: featvis's local backend); the
+  visualizer then writes an image's pictures while it encodes them, on all cores, instead
+  of one after the other in its logging thread. False (the default) keeps the calls in
+  order, on one thread (W&B's rows, MMEngine's backends);
 - `start()`: begin slow set-up in the background, once every input has been checked;
 - `close(failed)`: finish, knowing whether the job failed (W&B marks the run failed);
 - `save_dir_for(job_dir, key)`: where the backend writes unless its config says;
@@ -49,6 +54,8 @@ DEFAULT_RUN = RunInfo(name="featvis", job_type="default", group=None)
 
 class FeatvisBackend(BaseVisBackend):
     """A visualization backend that takes featvis's panels; see the module docstring."""
+
+    any_order = False  # add_panel may run concurrently, in any order (see the module docstring)
 
     def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None,
                  picture_format: Optional[PictureFormat] = None) -> None:

@@ -3,9 +3,9 @@
 A backend that stores files declares its `PictureFormat` (featvis's local backend: PNG at
 full size by default; W&B: JPEG at quality 90, at most 1024 pixels on the longer side, since
 its panels are a few hundred pixels wide). The visualizer wraps each picture in an
-`Encoded`, which encodes it at most once per format whichever backends ask, and
-`encode_all` encodes one image's pictures, in every format wanted, on all cores before the
-backends write them (OpenCV releases the GIL while it resizes and encodes, so threads scale).
+`Encoded`, which encodes it at most once per format whichever backends and threads ask;
+`in_parallel` runs one image's encodings (and the local backend's writes) on one thread per
+core (OpenCV, ISA-L and file writes release the GIL, so threads scale).
 
 Shrinking is OpenCV's INTER_AREA (an average over each output pixel's footprint: no
 aliasing on heat maps and label edges); PNG is lossless, so a PNG at full size decodes to
@@ -24,7 +24,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -165,16 +165,14 @@ def workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def encode_all(pictures: Iterable[Encoded], formats: Sequence[PictureFormat]) -> None:
-    """Encode every picture in every format, on one thread per core."""
+def in_parallel(tasks: Sequence[Callable[[], Any]]) -> None:
+    """Run the tasks on one thread per core and wait for all; the first error is raised."""
     global _POOL
-    distinct = list({fmt.key: fmt for fmt in formats}.values())
-    tasks = [(picture, fmt) for picture in pictures for fmt in distinct]
     if workers() < 2 or len(tasks) < 2:
-        for picture, fmt in tasks:
-            picture.data(fmt)
+        for task in tasks:
+            task()
         return
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="featvis-encode")
-    for _ in _POOL.map(lambda task: task[0].data(task[1]), tasks):
+    for _ in _POOL.map(lambda task: task(), tasks):
         pass

@@ -33,6 +33,8 @@ def panel_file(root: Path, image_id: str, panel: str, suffix: str = PNG.suffix) 
 
 @VISBACKENDS.register_module()
 class FeatvisLocalVisBackend(FeatvisBackend):
+    any_order = True  # one file per picture: written on the encoding threads
+
     def __init__(self, save_dir: str, run_info: Optional[RunInfo] = None, image_format: str = "png",
                  quality: int = 95, max_side: Optional[int] = None) -> None:
         super().__init__(save_dir, run_info, PictureFormat(image_format, quality, max_side))

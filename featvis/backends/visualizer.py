@@ -10,6 +10,7 @@ featvis.backends.adapter.MMEngineBackend, so every backend is driven alike.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Set
 
@@ -21,7 +22,7 @@ import featvis.backends.local  # noqa: F401  (registers featvis's backends)
 import featvis.backends.wandb  # noqa: F401
 from featvis.backends.adapter import MMEngineBackend
 from featvis.backends.base import FeatvisBackend, RunInfo
-from featvis.backends.encoding import Encoded, PictureFormat, encode_all
+from featvis.backends.encoding import Encoded, PictureFormat, in_parallel
 from featvis.errors import BackendError, ConfigError, FeatvisError
 from featvis.render.panel import Panel
 
@@ -69,15 +70,22 @@ class FeatureVisualizer:
         return list({fmt.key: fmt for fmt in wanted if fmt is not None}.values())
 
     def add_panels(self, panels: Sequence[Panel], step: int, image_id: str) -> None:
-        """One input image's panels to every backend, in order, all at `step`.
+        """One input image's panels to every backend, all at `step`.
 
-        Each picture is encoded at most once per format, whichever backends store it; all of
-        the image's pictures are encoded up front, in every format wanted, in parallel.
+        Each picture is encoded at most once per format, whichever backends store it. On one
+        thread per core: the backends that take pictures in any order (local files) encode
+        and write them, and the encodings the others want are made alongside; then the
+        others get the panels in order (W&B: one row per image), on this thread.
         """
         encoded = [Encoded(panel.picture) for panel in panels]
-        encode_all(encoded, self.formats)
+        any_order = [b for b in self.backends.values() if b.any_order]
+        in_order = [b for b in self.backends.values() if not b.any_order]
+        wanted = {b.picture_format.key: b.picture_format for b in in_order if b.picture_format is not None}
+        in_parallel([partial(backend.add_panel, panel, step=step, image_id=image_id, encoded=pictures)
+                     for panel, pictures in zip(panels, encoded) for backend in any_order]
+                    + [partial(pictures.data, fmt) for pictures in encoded for fmt in wanted.values()])
         for panel, pictures in zip(panels, encoded):
-            for backend in self.backends.values():
+            for backend in in_order:
                 backend.add_panel(panel, step=step, image_id=image_id, encoded=pictures)
 
     def add_scalars(self, scalars: Mapping[str, float], step: int) -> None:
