@@ -305,13 +305,13 @@ def size_from_header(wandb: Any) -> None:
     """Make `wandb.Image(path)` read a picture's size from its header and move the file into the run.
 
     wandb 0.31 decodes every picture given by path (`Image._initialize_from_path`) only to
-    read its size, then copies the file into the run's media folder: at Cityscapes size the
-    decoding was 40% of this process's time per image (2.4 ms for each 1024x512 JPEG; the
-    header takes 0.04 ms). The pictures this process logs are featvis's staged files, written
-    for the run and deleted after it, so they are moved (wandb's own path for its temporary
-    files), not copied. Patched on the class, not a subclass: W&B tables type their cells by
-    exact class. Only in this process, which logs nothing else; tests/test_private_apis.py
-    pins the method.
+    read its size (2.4 ms for a 1024x512 JPEG; its header takes 0.04 ms), then copies the
+    file into the run's media folder. The pictures this process logs are featvis's staged
+    files, written for the run and deleted after it, so they are moved (wandb's own path for
+    its temporary files), not copied. A row of nine 1024x512 JPEGs costs this process 6 ms
+    of CPU instead of 34-37 (benchmarks/bench_logging.py). Patched on the class, not a
+    subclass: W&B tables type their cells by exact class. Only in this process, which logs
+    nothing else; tests/test_private_apis.py pins the method.
     """
     from PIL import Image as PILImage  # noqa: PLC0415
 
