@@ -108,3 +108,46 @@ def test_one_worker_serves_the_jobs_of_a_process_each_with_its_own_run(tmp_path)
         (run,) = wandb_runs(tmp_path / str(job))
         records = wandb_records(run)
         assert exit_code(records) == 0 and len(history(records)) == job + 1
+
+
+@pytest.mark.parametrize("argv, wanted", [
+    ([], True),
+    (["model=ann", "layers=backbone", "image=street.png"], True),
+    (["-m", "backends=[local],[local,wandb]"], True),
+    (["backends=[local,wandb]", "wandb.mode=offline"], True),
+    (["--help"], False), (["--cfg", "job"], False), (["--cfg=job"], False), (["--info"], False),
+    (["mode=list"], False),
+    (["backends=[local]"], False), (["+backends=[tensorboard]"], False), (["~backends.wandb"], False),
+    (["wandb.mode=disabled"], False),
+])
+def test_run_py_prewarms_the_worker_only_when_the_command_line_will_open_a_run(argv, wanted):
+    from featvis.backends.wandb_worker import wanted_by
+
+    assert wanted_by(argv) is wanted
+
+
+def test_run_py_starts_the_worker_before_it_imports_torch(tmp_path):
+    """The worker is running (and importing wandb) while run.py's process is still importing
+    featvis.cli: torch and mmseg. Seen from inside: featvis.cli's import finds a worker already
+    alive; and the job then reuses it (one worker process in all)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import runpy, sys\n"
+        "import featvis.backends.wandb_worker as ww\n"
+        "real = ww.WandbProcess.__init__\n"
+        "started = []\n"
+        "def spy(self, *a, **k):\n"
+        "    started.append('torch' in sys.modules)\n"
+        "    real(self, *a, **k)\n"
+        "ww.WandbProcess.__init__ = spy\n"
+        "import atexit\n"
+        "atexit.register(lambda: print('workers started (torch imported then):', started, flush=True))\n"
+        f"sys.argv = ['run.py', 'image={DEMO_IMAGE}', 'gt_mask=null', 'layers.names=[decode_head.conv_seg]', "
+        f"'wandb.mode=offline', 'hydra.run.dir={tmp_path / 'job'}']\n"
+        "runpy.run_path('run.py', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, str(probe)], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                          timeout=WAIT_S)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "workers started (torch imported then): [False]" in proc.stdout
+    (run,) = wandb_runs(tmp_path / "job")
+    assert len(history(wandb_records(run))) == 1
