@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Set
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Set
 
 import mmengine.visualization  # noqa: F401  (registers MMEngine's backends)
 from mmengine.config import Config
@@ -29,6 +29,12 @@ from featvis.render.panel import Panel
 
 def known_backend_types() -> Set[str]:
     return set(VISBACKENDS.module_dict)
+
+
+def picture_formats(backends: Iterable[FeatvisBackend]) -> List[PictureFormat]:
+    """The picture formats these backends store, each once (backends that want the same share it)."""
+    wanted = (b.picture_format for b in backends)
+    return list({fmt.key: fmt for fmt in wanted if fmt is not None}.values())
 
 
 def build_backend(key: str, spec: Mapping[str, Any], job_dir: Path, run_info: RunInfo) -> FeatvisBackend:
@@ -66,8 +72,7 @@ class FeatureVisualizer:
     @property
     def formats(self) -> List[PictureFormat]:
         """The picture formats the backends store (featvis's local and W&B backends), each once."""
-        wanted = (b.picture_format for b in self.backends.values())
-        return list({fmt.key: fmt for fmt in wanted if fmt is not None}.values())
+        return picture_formats(self.backends.values())
 
     def add_panels(self, panels: Sequence[Panel], step: int, image_id: str) -> None:
         """One input image's panels to every backend, all at `step`.
@@ -80,10 +85,10 @@ class FeatureVisualizer:
         encoded = [Encoded(panel.picture) for panel in panels]
         any_order = [b for b in self.backends.values() if b.any_order]
         in_order = [b for b in self.backends.values() if not b.any_order]
-        wanted = {b.picture_format.key: b.picture_format for b in in_order if b.picture_format is not None}
+        wanted = picture_formats(in_order)
         in_parallel([partial(backend.add_panel, panel, step=step, image_id=image_id, encoded=pictures)
                      for panel, pictures in zip(panels, encoded) for backend in any_order]
-                    + [partial(pictures.data, fmt) for pictures in encoded for fmt in wanted.values()])
+                    + [partial(pictures.data, fmt) for pictures in encoded for fmt in wanted])
         for panel, pictures in zip(panels, encoded):
             for backend in in_order:
                 backend.add_panel(panel, step=step, image_id=image_id, encoded=pictures)

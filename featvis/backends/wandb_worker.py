@@ -6,9 +6,10 @@ torch and mmseg are in), one `wandb.Image` per picture (masks are PNG-encoded;
 `size_from_header` spares decoding the pictures) and `finish`. In the job's process all of
 that holds the GIL that the model's forward pass, the hooks and the drawing threads need
 between their C calls: a fast model's job ran 1.6x slower with W&B than without. Here it
-runs in a child process, started when the backend is built (so that its imports overlap the
-model's load) and kept for the next job of the process (a sweep under Hydra's basic launcher
-opens one run per job in it).
+runs in a child process, started by run.py before it imports torch and mmseg (`prewarm_for`)
+or else when the backend is built (`prewarm`), so that its imports overlap the job's, and
+kept for the next job of the process (a sweep under Hydra's basic launcher opens one run per
+job in it).
 
 The protocol is data only, one JSON object per line, never pickle:
   job -> worker (its stdin): {"op": "open", "id", "spec", "mode"}, {"op": "log", "step", "row"},
@@ -193,7 +194,7 @@ def wanted_by(argv: Sequence[str]) -> bool:
     A wrong guess costs a worker that imports wandb and ends unused, or the time prewarming saves.
     """
     for arg in argv:
-        if arg in NO_JOB_FLAGS or arg.split("=", 1)[0] in NO_JOB_FLAGS:
+        if arg.split("=", 1)[0] in NO_JOB_FLAGS:  # --cfg and --cfg=job alike
             return False
         key, _, value = arg.lstrip("+").partition("=")
         if key in ("~backends", "~backends.wandb") or (key, value) in (("mode", "list"), ("wandb.mode", "disabled")):
