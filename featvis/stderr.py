@@ -1,4 +1,10 @@
-"""C libraries' own messages on stderr (libpng's `libpng error: Read Error`) moved into the job's log.
+"""stderr: featvis's own warning lines, and C libraries' messages moved into the job's log.
+
+`warn(log, text)`: a warning the user must see (images set aside, a mask folder that
+matches nothing): logged, and printed as one `featvis: warning: <text>` line on stderr,
+where featvis's errors go too. Everything else a job says goes to its log.
+
+C libraries' own messages on stderr (libpng's `libpng error: Read Error`) are moved into the job's log.
 
 OpenCV's codecs print straight to file descriptor 2, past Python's `sys.stderr`, so a
 truncated PNG would put a line of libpng's beside featvis's one-line error. `to_log`
@@ -18,6 +24,17 @@ from contextlib import ExitStack, contextmanager
 from typing import IO, Iterator, Optional
 
 _lock = threading.Lock()
+
+PREFIX = "featvis: warning: "
+
+
+def warn(log: logging.Logger, text: str) -> None:
+    """`text` (one line: what was left out or ignored, and what to do) in the log and on stderr."""
+    log.warning("%s", text)
+    try:
+        print(PREFIX + " ".join(text.split()), file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # a closed terminal or stderr: the log has it
+        pass
 
 
 @contextmanager
