@@ -23,13 +23,13 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from featvis.config import data_only
+from featvis.config import bounded, data_only
 from featvis.config.job import from_hydra
 from featvis.config.schema import Mode, register_configs, validate
 from featvis.errors import FeatvisError
 from featvis.pipeline import output_folder
 from featvis.pipeline.result import RESULTS_DIR
-from featvis.signals import describe, exit_code, handle_termination
+from featvis.signals import describe, exit_code, handle_termination, received
 from featvis.sweep import outcome
 
 log = logging.getLogger("featvis")
@@ -109,6 +109,7 @@ def _write_result(cfg: DictConfig, info, result, error) -> None:
 def main(app: Callable[[], None]) -> None:
     """Run the Hydra app; turn any failure into one line on stderr and exit code 1."""
     register_configs()
+    bounded.install()  # every config file Hydra reads: a regular file, within size and alias-expansion limits
     data_only.install()  # every composed config: no key may name code for Hydra to run (presets are data)
     if not debug():
         os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -118,19 +119,28 @@ def main(app: Callable[[], None]) -> None:
     try:
         app()
     except KeyboardInterrupt as interrupt:
-        _say(f"featvis: {describe(interrupt)}: {_partial()}")
-        sys.exit(exit_code(interrupt))
+        _stopped(interrupt)
     except output_folder.Abort as abort:  # a busy or unwritable folder, found by a callback before the run
         _say(f"featvis: error: {one_line(abort.error)}")
         sys.exit(1)
     except Exception as err:
+        if received() is not None:  # a stop signal whose exception something turned into another one
+            _stopped(received())
         if debug():
             raise
         _say(f"featvis: error: {one_line(err)}")
         sys.exit(getattr(err, "exit_code", 1))
+    if received() is not None:  # ... or swallowed on its way here
+        _stopped(received())
     code = outcome.report(sys.stderr)  # a sweep: one line per job that did not end ok
     if code:
         sys.exit(code)
+
+
+def _stopped(interrupt: KeyboardInterrupt) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP: one line saying where the results are, and the signal's exit code."""
+    _say(f"featvis: {describe(interrupt)}: {_partial()}")
+    sys.exit(exit_code(interrupt))
 
 
 def _say(line: str) -> None:

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from featvis.errors import SkippedImagesError
 from featvis.pipeline import output_folder
-from featvis.signals import Terminated, handle_termination
+from featvis.signals import Terminated, handle_termination, reset
 from featvis.sweep import outcome
 from featvis.sweep.results import RESULT_FILE, JobRecord
 from tests.conftest import CONF, DEMO_IMAGE, ROOT, cli_env, exit_code, history, run_cli, wandb_records, wandb_runs
@@ -179,8 +179,51 @@ def test_sighup_raises_terminated_once():
         assert isinstance(caught.value, KeyboardInterrupt)  # unwinds exactly like Ctrl-C
         os.kill(os.getpid(), signal.SIGTERM)  # a second signal does not cut the clean-up short
     finally:
+        reset()  # its watchdog would end this process
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+SWALLOWS = """
+import time
+from featvis.signals import handle_termination
+handle_termination()
+ready = False
+while True:  # code that catches everything, as C code clearing errors does: the exception is lost
+    try:
+        if not ready:
+            ready = True
+            print("ready", flush=True)
+        time.sleep(0.01)
+    except BaseException:
+        pass
+"""
+
+
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                (signal.SIGINT, 130, "interrupted")])
+def test_a_stop_signal_ends_the_process_even_when_its_exception_is_swallowed(signum, code, said):
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**cli_env(), "FEATVIS_STOP_GRACE": "1"})
+    assert proc.stdout.readline().strip() == "ready"
+    start = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    assert time.monotonic() - start < 15
+    assert _lines(err) == [f"featvis: {said}: clean-up did not end within 1 s of the signal; stopped"]
+
+
+def test_a_second_ctrl_c_ends_the_process_at_once():
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**cli_env(), "FEATVIS_STOP_GRACE": "600"})
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert _lines(err) == ["featvis: interrupted: stopped at once by a second Ctrl-C"]
 
 
 # --------------------------------------------------------------------------- a sweep's exit code (case 7)

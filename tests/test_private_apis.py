@@ -9,6 +9,10 @@
   how the basic sweeper expands a sweep into jobs, to plan shared forward passes.
 - Hydra's `ConfigLoaderImpl.load_configuration` and `_load_single_config` (featvis.config.data_only):
   every composed config, and each file in it, checked to name no code before Hydra uses it.
+- Hydra's `ConfigRepository.load_config` and `_find_object_source`, its config sources' `path`,
+  `scheme()` and `_normalize_file_name`, and the `root`/`repo` locals of
+  `defaults_list._create_defaults_tree_impl` (featvis.config.bounded): every config file checked
+  before it is parsed, and a defaults loop named by its files.
 - wandb's `Image._initialize_from_path` (featvis.backends.wandb_worker.size_from_header): the
   W&B worker sizes its pictures from their headers and moves them into the run.
 """
@@ -90,3 +94,24 @@ def test_wandb_image_from_path_is_what_the_worker_replaces(tmp_path, monkeypatch
         (40, 24, "jpg", wandbs._sha256, path.stat().st_size)
     assert ours._is_tmp and not wandbs._is_tmp  # moved into the run when logged, not copied
     assert ours.image.size == (40, 24)  # pixels still readable on demand (wandb reopens the file)
+
+
+def test_hydra_config_repository_finds_a_file_source_for_a_config(tmp_path):
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+    from hydra._internal.defaults_list import _create_defaults_tree_impl
+    from hydra.core.object_type import ObjectType
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # registers the config sources, as Hydra does when it starts
+    (tmp_path / "preset").mkdir()
+    (tmp_path / "preset" / "x.yaml").write_text("a: 1\n")
+
+    search = ConfigSearchPathImpl()
+    search.append("test", f"file://{tmp_path}")
+    repo = ConfigRepository(search)
+    source = repo._find_object_source(config_path="preset/x", object_type=ObjectType.CONFIG)
+    assert source.scheme() == "file" and source.path == str(tmp_path)
+    assert source._normalize_file_name("preset/x") == "preset/x.yaml"
+    assert list(inspect.signature(ConfigRepository.load_config).parameters) == ["self", "config_path"]
+    assert {"repo", "root"} <= set(inspect.signature(_create_defaults_tree_impl).parameters)

@@ -34,6 +34,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from featvis.config.bounded import defaults_loop
 from featvis.errors import ConfigError
 
 # keys Hydra's instantiate (and logging's dictConfig, "()") reads as "call this"
@@ -74,6 +75,11 @@ def install() -> None:
         try:
             cfg = load(self, config_name, overrides, *args, **kwargs)
             check(cfg, _sources.get() or [], overrides)
+        except RecursionError as err:  # Hydra expanding a `defaults` loop: name the files
+            line = defaults_loop(err)
+            if line is None:
+                raise
+            raise ConfigError(line) from None
         finally:
             _sources.reset(token)
         return cfg
