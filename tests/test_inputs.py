@@ -1,8 +1,13 @@
+import os
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
 from featvis.data.images import Sample, _dataset_labels, choose, collect, iter_loaded, load
 from featvis.errors import InputError
@@ -120,3 +125,132 @@ def test_dataset_masks_follow_mmseg_reduce_zero_label():
     assert _dataset_labels(np.array([[0, 1, 5, 255]], np.uint8), sample).tolist() == [[255, 0, 4, 255]]
     mapped = Sample("x", Path("x.png"), None, (1, 3), label_map={1: 2, 2: 1})
     assert _dataset_labels(np.array([[0, 1, 2]], np.uint8), mapped).tolist() == [[0, 2, 1]]
+
+
+def _png_header_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG (under 100 bytes) whose IHDR claims width x height 1-bit pixels: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_png_claiming_60000x60000_is_a_problem_not_pils_error(tmp_path):
+    _png(tmp_path / "a.png")
+    bomb = _png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
+    assert bomb.stat().st_size < 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning would fail the test
+        collected = collect(str(tmp_path), None)
+    assert [s.stem for s in collected.samples] == ["a"]
+    (problem,) = collected.problems
+    assert problem.path == bomb
+    assert "60000x60000 (3,600,000,000 pixels), over max_image_pixels=89,478,485" in problem.message
+    with pytest.raises(InputError, match="over max_image_pixels"):  # alone: the job's one-line error
+        collect(str(bomb), None).usable()
+
+
+def test_pixel_limit_is_checked_on_the_header_for_images_and_masks(tmp_path, monkeypatch):
+    _png(tmp_path / "img" / "a.png", h=6, w=8)
+    _png(tmp_path / "img" / "b.png", h=4, w=4)
+    _png(tmp_path / "gt" / "b.png", h=4, w=4, channels=1)
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.filename))
+    collected = collect(str(tmp_path / "img"), str(tmp_path / "gt"), max_pixels=47)
+    assert [s.stem for s in collected.samples] == ["b"]
+    assert [(p.path.name, "8x6 (48 pixels), over max_image_pixels=47" in p.message) for p in collected.problems] == [
+        ("a.png", True)]
+    assert decoded == []  # headers only: not one pixel decoded
+    _png(tmp_path / "gt" / "b.png", h=6, w=8, channels=1)  # a mask over the limit: refused for that, not its size
+    (problem,) = collect(str(tmp_path / "img" / "b.png"), str(tmp_path / "gt"), max_pixels=20).problems
+    mask = tmp_path / "gt" / "b.png"
+    assert problem.message.startswith(f"gt_mask {mask} is 8x6 (48 pixels), over max_image_pixels=20")
+
+
+def test_mask_over_the_limit_is_refused_before_its_image_size_is_compared(tmp_path):
+    _png(tmp_path / "img" / "a.png", h=4, w=4)
+    (tmp_path / "gt").mkdir()
+    _png_header_claiming(tmp_path / "gt" / "a.png", 60000, 60000)
+    (problem,) = collect(str(tmp_path / "img"), str(tmp_path / "gt")).problems
+    assert problem.message.startswith(f"gt_mask {tmp_path / 'gt' / 'a.png'} is 60000x60000")
+
+
+def _exif_jpeg(path: Path, rgb: np.ndarray, orientation: int) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+def _marked(h: int = 40, w: int = 64) -> np.ndarray:
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:10, :20] = 255  # a white block at the stored top left
+    rgb[30:, 50:, 2] = 255  # a blue one at the stored bottom right
+    return rgb
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_decoded_as_pil_and_opencv_show_it(tmp_path, orientation):
+    path = _exif_jpeg(tmp_path / "photo.jpg", _marked(), orientation)
+    sample = collect(str(path), None).samples[0]
+    loaded = load(sample)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert sample.size == shown.shape[:2] == loaded.image_rgb.shape[:2]
+    assert np.array_equal(loaded.image_rgb, shown)
+    opencv = cv2.imread(str(path), cv2.IMREAD_COLOR)  # OpenCV's own EXIF handling agrees
+    assert np.array_equal(loaded.image_bgr, opencv)
+
+
+def test_exif_rotated_jpeg_with_its_rotated_mask(tmp_path):
+    """A phone photo stored 40x64 with orientation 6 (shown 64 high, 40 wide) and a mask drawn on what is shown."""
+    (tmp_path / "img").mkdir()
+    image = _exif_jpeg(tmp_path / "img" / "photo.jpg", _marked(), 6)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(image)).convert("RGB"))
+    mask = (shown[..., 0] > 128).astype(np.uint8)  # class 1 where the white block is shown
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(mask).save(tmp_path / "gt" / "photo.png")
+    collected = collect(str(tmp_path / "img"), str(tmp_path / "gt"))
+    assert collected.problems == []
+    loaded = load(collected.samples[0])
+    assert loaded.gt.shape == loaded.image_rgb.shape[:2] == (64, 40)
+    assert np.array_equal(loaded.gt, mask)
+    assert (loaded.image_rgb[loaded.gt == 1] > 128).all()  # the mask lies on the block it was drawn on
+
+
+def test_mask_of_the_stored_orientation_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "img").mkdir()
+    _exif_jpeg(tmp_path / "img" / "photo.jpg", _marked(), 6)
+    _png(tmp_path / "gt" / "photo.png", h=40, w=64, channels=1)  # the size as stored, not as shown
+    (problem,) = collect(str(tmp_path / "img"), str(tmp_path / "gt")).problems
+    assert "is 64x40 but image" in problem.message and "is 40x64 as shown (its EXIF orientation 6" in problem.message
+
+
+def test_fifo_and_symlink_loops_in_a_folder_are_skipped_with_one_warning(tmp_path, capsys):
+    folder = tmp_path / "img"
+    _png(folder / "a.png")
+    os.mkfifo(folder / "fifo.png")  # opening it would block the job forever
+    (folder / "loop1.png").symlink_to(folder / "loop2.png")
+    (folder / "loop2.png").symlink_to(folder / "loop1.png")
+    (folder / "dangling.jpg").symlink_to(folder / "gone.jpg")
+    (folder / "notes").symlink_to(folder / "notes")  # not an image's name: not read, not said
+    collected = collect(str(folder), None)  # returns at all: the FIFO was never opened
+    assert [s.stem for s in collected.samples] == ["a"] and collected.problems == []
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("featvis: warning: ")]
+    assert len(lines) == 1, lines
+    assert "4 entries skipped, not readable files" in lines[0]
+    assert "dangling.jpg (a broken symbolic link)" in lines[0] and "fifo.png (a FIFO)" in lines[0]
+    assert "loop1.png (a symbolic link loop)" in lines[0]
+
+
+def test_a_fifo_named_alone_or_by_a_mask_is_an_error_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")
+    with pytest.raises(InputError, match=r"fifo.png' is a FIFO, not an image file"):
+        collect(str(tmp_path / "fifo.png"), None)
+    _png(tmp_path / "img" / "fifo.png")
+    (tmp_path / "gt").mkdir()
+    os.mkfifo(tmp_path / "gt" / "fifo.png")
+    os.symlink(tmp_path / "gt" / "fifo.png", tmp_path / "gt" / "link.png")
+    with pytest.raises(InputError, match="is a FIFO, not an image file"):  # the mask's header is never opened
+        collect(str(tmp_path / "img"), str(tmp_path / "gt" / "fifo.png")).usable()

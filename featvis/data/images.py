@@ -7,13 +7,36 @@ checked without decoding (that files exist, are images, and that each mask has i
 image's size) is checked before the model is built. A bad image among good ones is
 set aside as a `Problem` (reported, skipped); if no image is left, the first problem
 is the job's error.
+
+Headers only, before any pixel is decoded (`_header`, PIL's lazy open):
+
+- only regular files are opened: a FIFO (which would block), a socket, a device, a symbolic
+  link loop or a dangling link is found by `stat` alone. In a folder (or a glob) such
+  entries are skipped and counted in one `featvis: warning:` line naming a few; named
+  alone they are an error saying what they are;
+- an image or mask over `max_image_pixels` (width x height from the header; default PIL's
+  89,478,485) is a Problem like any unreadable image, refused before decoding: a 20 KB PNG
+  can claim 60000x60000 pixels and a 13000x13000 one would take gigabytes to draw.
+  PIL's own DecompressionBombError/Warning never reach the user: featvis's limit replaces
+  them (a header over PIL's limit is read again with PIL's check off, under a lock);
+- sizes are compared as the image will be drawn: the EXIF orientation (PIL's
+  `ImageOps.exif_transpose` rules, tag 0x0112) is read from the header, the image is
+  decoded by OpenCV with IMREAD_IGNORE_ORIENTATION and turned by `oriented`, and so is
+  its mask, so that header, decoded image and mask always agree (OpenCV's IMREAD_COLOR
+  would turn a JPEG itself while PIL reads the mask as stored). A PNG's orientation is
+  taken from its chunks before the pixels only: PIL's PNG getexif() would decode it.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
+import os
 import random
+import stat
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -29,13 +52,17 @@ from featvis.config.paths import resolve_asset, resolve_model_config
 from featvis.data.names import Names
 from featvis.errors import InputError
 from featvis.model.options import Options, apply_options
-from featvis.stderr import to_log
+from featvis.stderr import to_log, warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 log = logging.getLogger(__name__)
 
 DATASET_PREFIX = "dataset:"
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: max_image_pixels' default
+DECODER_MAX_PIXELS = 1 << 30  # OpenCV's imread refuses larger images (CV_IO_MAX_IMAGE_PIXELS)
+ORIENTATION = 0x0112  # the EXIF orientation tag
+_PIL_LIMIT = threading.Lock()  # PIL's MAX_IMAGE_PIXELS is process-wide: lifted under this lock only
 
 
 @dataclass
@@ -46,6 +73,15 @@ class Sample:
     size: Tuple[int, int]  # (height, width)
     label_map: Optional[Dict[int, int]] = None  # dataset masks: mmseg's label_map ...
     reduce_zero_label: bool = False  # ... and reduce_zero_label, applied as LoadAnnotations does
+    orientation: int = 1  # the image's EXIF orientation (1-8), applied when decoding; `size` is after it
+    mask_orientation: int = 1  # the mask's, applied the same way
+
+
+@dataclass(frozen=True)
+class Header:
+    size: Tuple[int, int]  # (height, width) as drawn: after the EXIF orientation
+    mode: str  # PIL's mode: L, P, RGB, ...
+    orientation: int  # 1 (as stored) to 8
 
 
 @dataclass
@@ -80,17 +116,22 @@ def find_files(spec: str, key: str) -> List[Path]:
 
     A folder's hidden files (`.x.png`, macOS's `._x.png`) are skipped and its subfolders
     are not read; the log names both. A glob skips hidden names unless it asks for them.
+    Entries with an image's name that are no regular file (a FIFO, a socket, a symbolic
+    link loop, a dangling link) are found by `stat`, never opened, and said in one warning.
     """
     path = Path(resolve_asset(spec)).expanduser()
-    if path.is_dir():
+    kind = file_kind(path)
+    if kind == FOLDER:
         files = _folder_images(path, spec, key)
         if not files:
             raise InputError(f"{key}={spec!r} is a folder with no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
-    if path.is_file():
+    if kind == FILE:
         return [path]
+    if kind is not None:  # there, but no file: a FIFO would block, a loop never resolves
+        raise InputError(f"{key}={spec!r} is {kind}, not an image file: pass an image file, a folder or a glob")
     if glob.has_magic(str(path)):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        files = _regular(sorted(Path(p) for p in glob.glob(str(path), recursive=True)), spec, key)
         if not files:
             raise InputError(f"{key}={spec!r} matches no file: check the pattern")
         return files
@@ -98,34 +139,144 @@ def find_files(spec: str, key: str) -> List[Path]:
                      f"such as {key}='data/*.png'")
 
 
+FILE, FOLDER = "a file", "a folder"
+
+
+def file_kind(path: Path) -> Optional[str]:
+    """FILE, FOLDER, what else `path` is ("a FIFO", "a symbolic link loop", ...), or None when nothing is
+    there. Only `stat` is used: nothing is opened, so a FIFO cannot block."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else None
+    except OSError as err:  # ELOOP, EACCES on a folder above, a name too long, ...
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"not accessible ({err.strerror or err.__class__.__name__})"
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return FOLDER
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _regular(paths: List[Path], spec: str, key: str) -> List[Path]:
+    """The regular files among `paths` (folders left out quietly); the others said in one warning line."""
+    files, others = [], []
+    for path in paths:
+        kind = file_kind(path)
+        if kind == FILE:
+            files.append(path)
+        elif kind not in (FOLDER, None):
+            others.append(f"{path.name} ({kind})")
+    if others:
+        warn(log, f"{key}={spec}: {len(others)} entr{'y' if len(others) == 1 else 'ies'} skipped, not "
+                  f"readable files: {_some(others, 3)}; replace them with image files or remove them")
+    return files
+
+
 def _folder_images(folder: Path, spec: str, key: str) -> List[Path]:
-    """The images directly in `folder`, sorted; hidden files and subfolders logged, not read."""
+    """The images directly in `folder`, sorted; hidden files and subfolders logged, not read; entries with
+    an image's name that are no regular file said in one warning line."""
     entries = sorted(folder.iterdir())
     hidden = [p.name for p in entries if p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
-    subfolders = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+    kinds = {p: file_kind(p) for p in entries if not p.name.startswith(".")}
+    subfolders = [p.name for p, kind in kinds.items() if kind == FOLDER]
     if hidden:
         log.info("%s=%s: %d hidden file(s) skipped (%s)", key, spec, len(hidden), _some(hidden))
     if subfolders:
         log.warning("%s=%s: %d subfolder(s) not read (%s); to include them pass %s='%s/**/*.png' "
                     "(or the files' own extension)", key, spec, len(subfolders), _some(subfolders), key,
                     str(spec).rstrip("/"))
-    return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    named = [p for p, kind in kinds.items() if p.suffix.lower() in IMAGE_SUFFIXES and kind != FOLDER]
+    return _regular(named, spec, key)
 
 
 def _some(names: List[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
 
 
-def _header(path: Path, key: str) -> Tuple[Tuple[int, int], str]:
+def _header(path: Path, key: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+    """Size (as drawn, after the EXIF orientation), mode and orientation from the file's header; no pixel
+    is decoded. InputError when it is no regular file, no image, or over `max_pixels` (max_image_pixels)."""
+    kind = file_kind(path)
+    if kind != FILE:  # a FIFO would block PIL's open; a dataset list or a mask can name one
+        raise InputError(f"{key} {path} is {kind or 'missing'}, not an image file: replace it or leave it out")
     try:
-        with Image.open(path) as img:
-            return (img.height, img.width), img.mode
-    except (UnidentifiedImageError, OSError) as err:
+        with _open_header(path) as img:
+            width, height = img.size
+            orientation = _orientation(img)
+            mode = img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{key} {path} is not a readable image ({err.__class__.__name__}): "
                          "replace it or leave it out") from err
+    if width * height > max_pixels:
+        raise InputError(f"{key} {path} is {width}x{height} ({width * height:,} pixels), over max_image_pixels="
+                         f"{max_pixels:,}: downscale it, or raise max_image_pixels (at most {DECODER_MAX_PIXELS:,}) "
+                         "if the machine has the memory to draw it")
+    if orientation in (5, 6, 7, 8):  # turned by a quarter: width and height swap
+        width, height = height, width
+    return Header((height, width), mode, orientation)
 
 
-def collect(image_spec: str, mask_spec: Optional[str]) -> Collected:
+def _open_header(path: Path) -> Image.Image:
+    """PIL's lazy open (the header only), without its decompression-bomb warning or error: featvis's
+    max_image_pixels is checked on the size instead, before anything is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError:
+            pass
+    with _PIL_LIMIT:  # over twice PIL's limit: read the header again with PIL's check off
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8) as PIL's exif_transpose reads it; 1 when there is none or it is broken."""
+    try:
+        # a PNG's getexif() decodes the image to reach chunks after its pixels: the base class's reads
+        # what the header held (eXIf, XMP before the pixels)
+        exif = Image.Image.getexif(img) if img.format == "PNG" else img.getexif()
+        value = exif.get(ORIENTATION, 1)
+    except Exception as err:  # noqa: BLE001 - malformed EXIF (struct.error, SyntaxError, ...): as stored
+        log.info("%s: EXIF orientation unreadable (%s): drawn as stored", getattr(img, "filename", "?"), err)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """`pixels` (H, W[, C]) turned as EXIF `orientation` says, the way PIL's ImageOps.exif_transpose turns an image."""
+    if orientation == 2:
+        out = pixels[:, ::-1]
+    elif orientation == 3:
+        out = pixels[::-1, ::-1]
+    elif orientation == 4:
+        out = pixels[::-1]
+    elif orientation == 5:  # transpose
+        out = pixels.swapaxes(0, 1)
+    elif orientation == 6:  # a quarter turn clockwise
+        out = pixels.swapaxes(0, 1)[:, ::-1]
+    elif orientation == 7:  # transverse
+        out = pixels.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:  # a quarter turn anticlockwise
+        out = pixels.swapaxes(0, 1)[::-1]
+    else:
+        return pixels
+    return np.ascontiguousarray(out)
+
+
+def collect(image_spec: str, mask_spec: Optional[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Collected:
     """Find and check every image and mask of the run, without decoding pixels."""
     masks: Dict[str, Path] = {}
     if mask_spec:
@@ -134,38 +285,43 @@ def collect(image_spec: str, mask_spec: Optional[str]) -> Collected:
                 raise InputError(f"gt_mask: two masks share the stem {path.stem!r} ({masks[path.stem]}, "
                                  f"{path}); make mask file names unique")
             masks[path.stem] = path
-    return _check([(path, masks.get(path.stem)) for path in find_files(image_spec, "image")])
+    return _check([(path, masks.get(path.stem)) for path in find_files(image_spec, "image")], max_pixels)
 
 
-def _check(pairs: List[Tuple[Path, Optional[Path]]], **extra: object) -> Collected:
+def _check(pairs: List[Tuple[Path, Optional[Path]]], max_pixels: int = DEFAULT_MAX_PIXELS,
+           **extra: object) -> Collected:
     """Read every image's and mask's header; a bad pair becomes a Problem, not an error."""
     out = Collected()
     names = Names()  # `..` from `...png` is no folder name; duplicates get _2, _3, ...
     for path, mask in pairs:
         try:
-            size = _check_pair(path, mask)
+            image, gt = _check_pair(path, mask, max_pixels)
         except InputError as err:
             out.problems.append(Problem(path, str(err)))
             continue
-        out.samples.append(Sample(names.claim(path.stem), path, mask, size, **extra))
+        out.samples.append(Sample(names.claim(path.stem), path, mask, image.size, **extra,
+                                  orientation=image.orientation, mask_orientation=gt.orientation if gt else 1))
     return out
 
 
-def _check_pair(path: Path, mask: Optional[Path]) -> Tuple[int, int]:
-    size, _ = _header(path, "image")
-    if mask is not None:
-        mask_size, mode = _header(mask, "gt_mask")
-        if mode not in ("L", "P", "I", "I;16", "1"):
-            raise InputError(f"gt_mask {mask} is a {mode} image: featvis needs a single-channel "
-                             "PNG whose pixel values are class indices")
-        if mask_size != size:
-            raise InputError(f"gt_mask {mask} is {mask_size[1]}x{mask_size[0]} but image {path} is "
-                             f"{size[1]}x{size[0]}: a mask must have its image's size")
-    return size
+def _check_pair(path: Path, mask: Optional[Path], max_pixels: int) -> Tuple[Header, Optional[Header]]:
+    image = _header(path, "image", max_pixels)
+    if mask is None:
+        return image, None
+    gt = _header(mask, "gt_mask", max_pixels)
+    if gt.mode not in ("L", "P", "I", "I;16", "1"):
+        raise InputError(f"gt_mask {mask} is a {gt.mode} image: featvis needs a single-channel "
+                         "PNG whose pixel values are class indices")
+    if gt.size != image.size:
+        turned = (f" as shown (its EXIF orientation {image.orientation} turns the stored "
+                  f"{image.size[0]}x{image.size[1]})" if image.orientation in (5, 6, 7, 8) else "")
+        raise InputError(f"gt_mask {mask} is {gt.size[1]}x{gt.size[0]} but image {path} is "
+                         f"{image.size[1]}x{image.size[0]}{turned}: a mask must have its image's size")
+    return image, gt
 
 
 def collect_dataset(split: str, model_config: Path, data_root: Optional[str], cfg_options: Options = None,
-                    scale: Optional[Sequence[int]] = None) -> Collected:
+                    scale: Optional[Sequence[int]] = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Collected:
     """The images and ground-truth masks of `<split>_dataloader.dataset` in an mmseg config.
 
     The config is read with the job's model.cfg_options and model.scale applied (featvis.model.options),
@@ -201,18 +357,20 @@ def collect_dataset(split: str, model_config: Path, data_root: Optional[str], cf
         if not pairs:
             raise InputError(f"image=dataset:{split}: the {ds_cfg.type} under {ds_cfg.get('data_root', '')!r} "
                              "holds only hidden files; pass data_root=<folder holding it>")
-    return _check(pairs, label_map=infos[0].get("label_map"), reduce_zero_label=bool(infos[0].get("reduce_zero_label")))
+    return _check(pairs, max_pixels, label_map=infos[0].get("label_map"),
+                  reduce_zero_label=bool(infos[0].get("reduce_zero_label")))
 
 
 def collect_any(image_spec: str, mask_spec: Optional[str], model_config: str,
                 data_root: Optional[str] = None, cfg_options: Options = None,
-                scale: Optional[Sequence[int]] = None) -> Collected:
-    """`image` as a file, folder or glob, or `dataset:<split>` of the model config (with model.cfg_options)."""
+                scale: Optional[Sequence[int]] = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Collected:
+    """`image` as a file, folder or glob, or `dataset:<split>` of the model config (with model.cfg_options);
+    `max_pixels`: max_image_pixels."""
     if image_spec.startswith(DATASET_PREFIX):
 
         return collect_dataset(image_spec[len(DATASET_PREFIX):], resolve_model_config(model_config), data_root,
-                               cfg_options, scale)
-    return collect(image_spec, mask_spec)
+                               cfg_options, scale, max_pixels)
+    return collect(image_spec, mask_spec, max_pixels)
 
 
 def choose(samples: List[Sample], max_images: Optional[int], how: str, seed: int) -> List[Sample]:
@@ -226,17 +384,18 @@ def choose(samples: List[Sample], max_images: Optional[int], how: str, seed: int
 
 
 def load(sample: Sample) -> Loaded:
-    """Decode one sample's image (BGR and RGB) and mask."""
+    """Decode one sample's image (BGR and RGB) and mask, both turned by their EXIF orientation."""
     with to_log(log, f"decoding {sample.image_path}"):  # libpng's errors: to the log
-        bgr = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
+        bgr = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise InputError(f"image {sample.image_path} cannot be decoded: replace it or leave it out")
+    bgr = oriented(bgr, sample.orientation)
     gt = None
     if sample.mask_path is not None:
         try:
-            with Image.open(sample.mask_path) as img:
-                gt = _dataset_labels(np.array(img), sample)
-        except OSError as err:
+            with _open_header(sample.mask_path) as img:  # its size was checked with the image's
+                gt = _dataset_labels(oriented(np.array(img), sample.mask_orientation), sample)
+        except (OSError, SyntaxError, ValueError) as err:
             raise InputError(f"gt_mask {sample.mask_path} cannot be decoded: replace it or leave it out") from err
     return Loaded(sample, bgr, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), gt)
 
