@@ -23,7 +23,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from featvis.config import bounded, data_only
+from featvis.config import bounded, confined, data_only
 from featvis.config.job import from_hydra
 from featvis.config.schema import Mode, register_configs, validate
 from featvis.errors import FeatvisError
@@ -111,6 +111,7 @@ def main(app: Callable[[], None]) -> None:
     register_configs()
     bounded.install()  # every config file Hydra reads: a regular file, within size and alias-expansion limits
     data_only.install()  # every composed config: no key may name code for Hydra to run (presets are data)
+    confined.install()  # a job's log files: inside its output folder
     if not debug():
         os.environ["HYDRA_FULL_ERROR"] = "1"
     handle_termination()  # SIGTERM, SIGHUP: like Ctrl-C

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -35,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from featvis.config.bounded import defaults_loop
+from featvis.config.confined import check_composed
 from featvis.errors import ConfigError
 
 # keys Hydra's instantiate (and logging's dictConfig, "()") reads as "call this"
@@ -43,8 +45,20 @@ CALLBACKS_MODULE = "featvis.sweep.callbacks"  # the only callbacks a featvis con
 PLUGIN_TARGETS = (("hydra", "launcher", "_target_"), ("hydra", "sweeper", "_target_"))
 LOGGING_NODES = ("job_logging", "hydra_logging")
 LOGGING_STREAMS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
+# the handlers a logging config may build: streams, files (inside the job's folder) and nothing
+LOGGING_HANDLERS = frozenset({"logging.StreamHandler", "logging.FileHandler", "logging.NullHandler",
+                              "logging.handlers.RotatingFileHandler", "logging.handlers.TimedRotatingFileHandler",
+                              "logging.handlers.WatchedFileHandler"})
+LOGGING_PARTS = {"formatters": "logging.Formatter", "filters": "logging.Filter"}
+# what those handlers' constructors take, and what dictConfig reads itself
+HANDLER_KEYS = frozenset({"class", "level", "formatter", "filters", "stream", "filename", "mode", "encoding",
+                          "delay", "errors", "maxBytes", "backupCount", "when", "interval", "utc", "atTime"})
 # variables that make the loader or an interpreter run code in every process the job starts
 ENV_DENIED = re.compile(r"^(LD_.*|DYLD_.*|PYTHON.*|PATH|BASH_ENV|ENV|PERL5LIB|PERL5OPT|RUBYOPT|NODE_OPTIONS)$")
+# ... and variables that move where a library writes or sends: folders (wandb's, torch's, the
+# temporary one, the home folder), proxies and endpoints, and W&B's own settings (its server, key, folders)
+ENV_ELSEWHERE = re.compile(r"^(HOME|TMPDIR|TMP|TEMP|XDG_.*|WANDB_.*|.*_DIR|.*_HOME|.*_PATH|.*_PROXY|.*_URL|.*_URI"
+                           r"|http_proxy|https_proxy|all_proxy|no_proxy)$", re.IGNORECASE)
 
 Path_ = Tuple[str, ...]
 
@@ -75,6 +89,7 @@ def install() -> None:
         try:
             cfg = load(self, config_name, overrides, *args, **kwargs)
             check(cfg, _sources.get() or [], overrides)
+            check_composed(cfg)  # a sweep job's folder inside the sweep folder
         except RecursionError as err:  # Hydra expanding a `defaults` loop: name the files
             line = defaults_loop(err)
             if line is None:
@@ -119,9 +134,14 @@ def refusal(path: Path_, value: Any) -> Optional[str]:
     fix = "remove it"
     if path[:1] == ("hydra",) and len(path) > 2 and path[1] in LOGGING_NODES:
         return _logging_refusal(path, value)
+    if path == ("hydra", "output_subdir"):
+        return _subdir_refusal(value)
     if path[:3] == ("hydra", "job", "env_set") and len(path) == 4 and ENV_DENIED.match(key):
         return (f"a config may not set {key}, which makes every process the job starts load or run "
                 f"other code; set it in your shell if you mean it, or {fix}")
+    if path[:3] == ("hydra", "job", "env_set") and len(path) == 4 and ENV_ELSEWHERE.match(key):
+        return (f"a config may not set {key}, which moves where the job's libraries write or send their data, "
+                f"outside its output folder; set it in your shell if you mean it, or {fix}")
     if key not in CALL_KEYS:
         return None
     if path in PLUGIN_TARGETS:
@@ -133,19 +153,61 @@ def refusal(path: Path_, value: Any) -> Optional[str]:
             f"(the callbacks a config may name: {own})")
 
 
+def _subdir_refusal(value: Any) -> Optional[str]:
+    """hydra.output_subdir: where Hydra writes config.yaml, hydra.yaml and overrides.yaml in the job's folder."""
+    if value is None:
+        return None
+    text = str(value)
+    if "${" in text:
+        return "hydra.output_subdir must be a folder name written out, such as .hydra (not an interpolation)"
+    if os.path.isabs(text) or os.path.normpath(text).split(os.sep)[0] == "..":
+        return ("hydra.output_subdir must be a folder inside the job's output folder, such as .hydra: "
+                "featvis writes only inside it")
+    return None
+
+
 def _logging_refusal(path: Path_, value: Any) -> Optional[str]:
-    """Python's logging dictConfig imports `class` and calls `()`: only the logging package's own."""
+    """Python's logging dictConfig imports `class`, calls `()` and passes every other handler key to it.
+
+    A handler may be a stream to stdout/stderr, or a file (in the job's output folder:
+    featvis.config.confined checks the resolved name when Hydra opens it); formatters and
+    filters only the logging package's own; nothing that reaches a socket, a queue, mail,
+    HTTP or syslog, sets attributes (`.`) or refers elsewhere (`cfg://`, `ext://`).
+    """
+    node, rest = path[1], path[2:]
     key = path[-1]
-    fix = "use a logging.* class, or remove it"
-    if key in ("class", "()"):
-        if isinstance(value, str) and re.fullmatch(r"logging(\.\w+)+", value):
-            return None
-        return f"a logging config may name only classes of Python's logging package ({key}); {fix}"
     if key in CALL_KEYS - {"()"}:
         return f"featvis configs are data and may not name code for Hydra to run ({key}); remove it"
+    if isinstance(value, str) and value.startswith("cfg://"):
+        return "a logging config may not refer to other parts of the config (cfg://); write the value out"
     if isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_STREAMS:
         return f"a logging config may refer only to {', '.join(sorted(LOGGING_STREAMS))}; remove it"
-    if key == "mode" and len(path) >= 4 and path[-3] == "handlers" and value != "a":
+    if len(rest) == 3 and rest[0] == "handlers":
+        return _handler_key_refusal(node, key, value)
+    if len(rest) == 3 and rest[0] in ("formatters", "filters") and key in ("class", "()"):
+        allowed = LOGGING_PARTS[rest[0]]
+        if value != allowed:
+            return f"a logging config's {rest[0]} may only be {allowed} ({key}); remove it"
+        return None
+    if key in ("class", "()"):
+        return f"a logging config may name classes only for its handlers, formatters and filters ({key}); remove it"
+    return None
+
+
+def _handler_key_refusal(node: str, key: str, value: Any) -> Optional[str]:
+    """One key of a handler of hydra.<node> (job_logging or hydra_logging)."""
+    if key in ("class", "()"):
+        if key == "()" or value not in LOGGING_HANDLERS:
+            return (f"a logging handler may be only {', '.join(sorted(LOGGING_HANDLERS))} ({key}): "
+                    "nothing that sends the log to a socket, a queue, mail, HTTP or syslog; use one of those")
+        return None
+    if key not in HANDLER_KEYS:
+        return (f"a logging handler takes only the keys {', '.join(sorted(HANDLER_KEYS))} ({key}); "
+                "remove it")
+    if key == "filename" and node == "hydra_logging":
+        return ("hydra.hydra_logging runs before the job has an output folder, so it may log only to "
+                "stdout or stderr; log to a file in hydra.job_logging instead")
+    if key == "mode" and value != "a":
         return "a logging config may only append to its log files (mode: a); remove the mode"
     return None
 
