@@ -4,22 +4,29 @@ A reduction that uses_gradients (Grad-CAM) runs the model itself; one that needs
 pass (pca_rgb with a shared basis) sees every image once before (`first_pass`); an image
 an earlier job of the sweep already ran is taken from what that job kept (share_forward).
 A forward pass that fails (an image too small for the model) is one line naming the image
-(featvis.pipeline.forward_errors). `Inference.batch` runs several images of one shape in one
-forward pass (`batch_size`); the recorder keeps one map per batch item, so each image's maps
-are what it would get alone.
+(featvis.pipeline.forward_errors); one that fails because the network needs its input to be a
+multiple of its stride (DDRNet, PIDNet) is run again on the input padded to it, after what the
+failed pass recorded is dropped (featvis.model.stride: found once per model, and only then).
+With padding, the compare sketch's points are moved into the part of each map that covers
+the image (`_SketchPoints`), so that they sample the image, not the padding.
+`Inference.batch` runs several images of one shape in one forward pass (`batch_size`); the
+recorder keeps one map per batch item, so each image's maps are what it would get alone.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
 from mmseg.apis import inference_model
+from torch import nn
 
 from featvis.data import images as inputs
 from featvis.errors import LayerNotFoundError
 from featvis.model.load import LoadedModel
-from featvis.pipeline.forward_errors import explained
+from featvis.pipeline.forward_errors import run_explained
 from featvis.record.layers import Selected
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder, flatten
@@ -34,8 +41,9 @@ def first_pass(reduction: Reduction, loaded: LoadedModel, record: Callable[..., 
     """For a reduction that needs_first_pass: show it every map of every image (`observe`), then `fit`."""
     with record(reduction.observe, sketch_points=None) as recorder:  # the sketch is taken in the real pass
         for item in inputs.iter_loaded(samples, []):  # decoding problems are reported by the main pass
-            with explained(loaded.model, item, loaded.config):  # a too-small image: one line saying so
-                inference_model(loaded.model, item.image_bgr)
+            # a too-small image: one line saying so; a model that needs padding: padded, run again
+            run_explained(partial(inference_model, loaded.model, item.image_bgr), loaded.model, item,
+                          loaded.config, discard=recorder.pop)
             recorder.pop()
     reduction.fit()
     log.info("%s: first pass over %d images done", reduction.name, len(samples))
@@ -60,13 +68,18 @@ class Inference:
         self._warned_batch: set = set()  # sub-names whose output was no batch of maps
         self.ran: set = set()  # layer names that ran (or were taken from a kept forward that ran them)
         self.skipped: Dict[str, Dict[str, str]] = {}  # layer name -> {sub-name: why it gave no map}
+        self._points: Optional[_SketchPoints] = None
 
     def __enter__(self) -> "Inference":
         if self.recorder is not None:
             self.recorder.__enter__()
+            if self.recorder.sketch_points is not None:
+                self._points = _SketchPoints(self.recorder, self.model)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._points is not None:
+            self._points.close()
         if self.recorder is not None:
             self.recorder.__exit__(*exc)
 
@@ -74,15 +87,16 @@ class Inference:
         if self.recorder is None:
             self.forwards += 1
             self.passes += 1
-            with explained(self.model, item, self.config):
-                own = self.reduction.run_model(item.image_bgr, self.layers)
+            own = run_explained(partial(self.reduction.run_model, item.image_bgr, self.layers), self.model, item,
+                                self.config)
             self.ran |= {layer.name for layer in self.layers if any(_is_sub(n, layer.name) for n in own.maps)}
             return own.sample, {name: [reduced] for name, reduced in own.maps.items()}
         kept = self.sharing.take(item.sample.image_path) if self.sharing else None
         if kept is not None:
             return self._taken(kept)
-        with explained(self.model, item, self.config):  # a too-small image: one line saying so
-            sample = inference_model(self.model, item.image_bgr)
+        # a too-small image: one line saying so; a model that needs padding: padded, run again
+        sample = run_explained(partial(inference_model, self.model, item.image_bgr), self.model, item, self.config,
+                               discard=self.recorder.pop_layers)
         return self._recorded(item, sample, self._popped(1))
 
     def batch(self, items: List[inputs.Loaded]) -> List[Tuple[Any, Dict[str, List[Reduced]]]]:
@@ -96,8 +110,9 @@ class Inference:
         if len(todo) == 1:
             out[todo[0]] = self(items[todo[0]])
         elif todo:
-            with explained(self.model, items[todo[0]], self.config):  # one shape: what fails, fails for all
-                samples = inference_model(self.model, [items[i].image_bgr for i in todo])
+            # one shape: what fails, fails for all
+            samples = run_explained(partial(inference_model, self.model, [items[i].image_bgr for i in todo]),
+                                    self.model, items[todo[0]], self.config, discard=self.recorder.pop_layers)
             by_layer = self._popped(len(todo))
             for j, i in enumerate(todo):
                 out[i] = self._recorded(items[i], samples[j], self._item_of(by_layer, j, len(todo)))
@@ -153,6 +168,36 @@ class Inference:
 def _is_sub(sub: str, layer: str) -> bool:
     """Whether `sub` (`backbone[0]`, `head#2`) is a map of layer `layer`."""
     return sub == layer or sub.startswith((layer + "[", layer + ":", layer + "#"))
+
+
+class _SketchPoints:
+    """The compare sketch's points (normalized image coordinates) moved, for each forward pass, into the
+    part of the model's input that is the image: a padded input (the data preprocessor's test_cfg,
+    featvis.model.stride) has the image at its top left, and a map spans the padded input."""
+
+    def __init__(self, recorder: FeatureRecorder, model: nn.Module) -> None:
+        self.recorder, self.points = recorder, recorder.sketch_points
+        pre = getattr(model, "data_preprocessor", None)
+        self.handle = pre.register_forward_hook(self._fit) if isinstance(pre, nn.Module) else None
+
+    def _fit(self, module: nn.Module, args: Any, output: Any) -> None:
+        samples = output.get("data_samples") if isinstance(output, Mapping) else None
+        scale = image_fraction(samples[0].metainfo) if samples else (1.0, 1.0)
+        self.recorder.sketch_points = self.points if scale == (1.0, 1.0) else self.points * np.array(scale)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+        self.recorder.sketch_points = self.points
+
+
+def image_fraction(meta: Mapping) -> Tuple[float, float]:
+    """(height, width) of the image (`img_shape`) as fractions of the padded input the model saw."""
+    img = meta.get("img_shape")
+    full = meta.get("batch_input_shape") or meta.get("pad_shape")
+    if not img or not full:
+        return 1.0, 1.0
+    return min(1.0, img[0] / full[0]), min(1.0, img[1] / full[1])
 
 
 def check_drawn(recorded: Recorded, layers: List[Selected], inference: Inference) -> None:

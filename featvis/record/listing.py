@@ -2,10 +2,12 @@
 
     python run.py mode=list listing.filter='decode_head.*' listing.max_depth=3
 
-One real forward pass (mmseg's `inference_model`) on the first image of `image`, with a
-forward hook on every module that keeps only the formatted shape of each output (never
-the tensor) and counts the calls. The hooks are removed on every exit path. The result
-is a text table, one row per module in `named_modules()` order, indented by depth:
+One real forward pass (mmseg's `inference_model`) on the first image of `image` (run again,
+padded, when the network needs its input to be a multiple of its stride: featvis.model.stride;
+what the failed pass output is not listed), with a forward hook on every module that keeps
+only the formatted shape of each output (never the tensor) and counts the calls. The hooks
+are removed on every exit path. The result is a text table, one row per module in
+`named_modules()` order, indented by depth:
 
     module                       type       output         presets
     decode_head.conv_seg         Conv2d     1x4x24x32      decoder, dense
@@ -35,7 +37,7 @@ from featvis.config.schema import Config, validate
 from featvis.data import images as inputs
 from featvis.errors import LayerNotFoundError
 from featvis.model.load import LoadedModel, load_model
-from featvis.pipeline.forward_errors import explained
+from featvis.pipeline.forward_errors import run_explained
 from featvis.record import presets as layer_presets
 from featvis.record.auxiliary import AuxiliaryRun
 from featvis.record.hooks import HookSet
@@ -187,14 +189,18 @@ def list_modules(cfg: Union[Config, DictConfig], loaded: Optional[LoadedModel] =
     item = inputs.load(samples[0])
     with OutputShapes(model) as shapes:
         AuxiliaryRun.attach(shapes, model)  # featvis runs auxiliary heads to draw them: list what they output
-        with explained(model, item, cfg.model.config):  # a too-small image: one line saying so
-            result = inference_model(model, item.image_bgr)
+        # a too-small image: one line saying so; a model that needs padding to its stride: padded, run again
+        result = run_explained(lambda: inference_model(model, item.image_bgr), model, item, cfg.model.config,
+                               discard=shapes.calls.clear)
     marks, broken = preset_marks(model, layer_presets.available(model, cfg.model.layer_presets),
                                  ran=lambda name: shapes.text(name) != NOT_RUN)
     rows = module_rows(model, names, shapes, marks)
 
     fed = result.metainfo.get("img_shape")
     fed_text = "x".join(str(d) for d in fed[:2]) if fed else "?"
+    padded = result.metainfo.get("pad_shape")
+    if fed and padded and tuple(padded[:2]) != tuple(fed[:2]):  # the data preprocessor padded it
+        fed_text += f" padded to {'x'.join(str(d) for d in padded[:2])}"
     height, width = samples[0].size
     weights = f"weights {cfg.model.checkpoint}" if cfg.model.checkpoint else "RANDOM weights (model.checkpoint=null)"
     more = f" (first of {len(samples)} images)" if len(samples) > 1 else ""
