@@ -40,6 +40,7 @@ from featvis.compare.sketch import SketchWriter, positions
 from featvis.config.job import JobInfo
 from featvis.record.recorded import Recorded
 from featvis.reduce.base import Reduction
+from featvis.render.align import crop_valid
 from featvis.render.panel import Panel
 from featvis.render.similarity import similarity_picture
 from featvis.sweep.results import JobRecord
@@ -128,7 +129,8 @@ class JobSketches:
             reduced = per_item[0] if per_item else None
             if reduced is None or reduced.sketch is None:
                 continue
-            first = reduced.maps[0].numpy() if reduced.maps.shape[0] else None
+            # the part that covers the image: a padded input's padding is no data to compare
+            first = crop_valid(reduced.maps[0], recorded.sample.metainfo) if reduced.maps.shape[0] else None
             self.writer.add(stem, layer, reduced.sketch, first)
             features[layer] = reduced.sketch
         if self.similarity is not None and features:
