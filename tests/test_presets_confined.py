@@ -184,3 +184,33 @@ def _plain_sweep(sweep_dir: str, subdir: str):
 
     return OmegaConf.create({"hydra": {"sweep": {"dir": sweep_dir, "subdir": subdir},
                                        "job": {"num": "???", "id": "???"}}})
+
+
+def test_a_backend_folder_outside_is_refused_before_anything_is_written(tmp_path):
+    outside = tmp_path / "pictures_elsewhere"
+    team = _team(tmp_path, "evil", f"backends:\n  local:\n    kwargs:\n      save_dir: {outside}\n")
+    line = error_line(_run(tmp_path, team))
+    assert f"backends.local.kwargs.save_dir='{outside}' is outside the job's output folder" in line
+    assert not outside.exists()
+    assert not (tmp_path / "out" / "featvis").exists()
+
+
+def test_a_relative_backend_folder_is_inside_the_job_results(tmp_path):
+    team = _team(tmp_path, "evil", "backends:\n  local:\n    kwargs:\n      save_dir: pictures\n")
+    proc = _run(tmp_path, team)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "featvis" / "pictures" / "scene_000" / "prediction.png").is_file()
+    assert not (Path.cwd() / "pictures").exists()
+
+
+def test_mmengine_backends_paths_stay_inside(tmp_path):
+    from featvis.backends.base import RunInfo
+    from featvis.backends.visualizer import build_backend
+
+    info = RunInfo(name="x", job_type="default", group=None)
+    with pytest.raises(ConfigError, match=r"backends.vis.kwargs.img_save_dir='/etc/x' is outside"):
+        build_backend("vis", {"type": "LocalVisBackend", "kwargs": {"img_save_dir": "/etc/x"}}, tmp_path, info)
+    with pytest.raises(ConfigError, match=r"backends.wb.kwargs.init_kwargs.dir='../up' is outside"):
+        build_backend("wb", {"type": "WandbVisBackend", "kwargs": {"init_kwargs": {"dir": "../up"}}}, tmp_path, info)
+    backend = build_backend("tb", {"type": "TensorboardVisBackend", "kwargs": {"save_dir": "events"}}, tmp_path, info)
+    assert Path(backend._save_dir) == tmp_path / "events"

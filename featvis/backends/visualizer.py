@@ -10,9 +10,11 @@ featvis.backends.adapter.MMEngineBackend, so every backend is driven alike.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Set
+from urllib.parse import urlparse
 
 import mmengine.visualization  # noqa: F401  (registers MMEngine's backends)
 from mmengine.config import Config
@@ -37,18 +39,66 @@ def picture_formats(backends: Iterable[FeatvisBackend]) -> List[PictureFormat]:
     return list({fmt.key: fmt for fmt in wanted if fmt is not None}.values())
 
 
+# kwargs of MMEngine's backends (and the libraries behind them) that name where they write:
+# joined onto save_dir by MMEngine's LocalVisBackend, or read by the library against the working folder
+JOINED_PATHS = frozenset({"img_save_dir", "config_save_file", "scalar_save_file"})
+OWN_PATHS = frozenset({"dir", "repo", "logdir", "log_dir", "output_dir", "root_dir", "work_dir", "tracking_uri"})
+
+
+def save_dir(cls: type, key: str, kwargs: Mapping[str, Any], job_dir: Path) -> Path:
+    """Where backend `key` (class `cls`) writes in the job's results folder `job_dir`.
+
+    Its `save_dir` kwarg, relative to `job_dir` (never outside it: a shared preset must not
+    make a job write elsewhere), else the backend's own default.
+    """
+    given = kwargs.get("save_dir")
+    if given is None:
+        return cls.save_dir_for(job_dir, key) if issubclass(cls, FeatvisBackend) else job_dir / key
+    return _inside(f"backends.{key}.kwargs.save_dir", given, job_dir)
+
+
+def _inside(name: str, value: Any, root: Path) -> Path:
+    """`root / value` when `value` is a relative path that stays inside `root`; ConfigError otherwise."""
+    text = str(value)
+    path = Path(text[len("file://"):] if text.startswith("file://") else text)
+    if path.is_absolute() or os.path.normpath(path).split(os.sep)[0] == "..":
+        raise ConfigError(f"{name}={text!r} is outside the job's output folder: featvis writes only inside it; "
+                          "give a folder relative to the job's results, or move the whole output with "
+                          "hydra.run.dir (hydra.sweep.dir for a sweep)")
+    return root / path
+
+
+def _confine(name: str, kwargs: Dict[str, Any], root: Path) -> Dict[str, Any]:
+    """`kwargs` with every path they name kept inside `root`, the backend's folder (nested dicts too:
+    `init_kwargs.dir`); URLs of servers stay as they are."""
+    out: Dict[str, Any] = {}
+    for key, value in kwargs.items():
+        where = f"{name}.{key}"
+        if isinstance(value, Mapping):
+            out[key] = _confine(where, dict(value), root)
+        elif key in JOINED_PATHS and value is not None:
+            _inside(where, value, root)
+            out[key] = value
+        elif key in OWN_PATHS and isinstance(value, str) and urlparse(value).scheme in ("", "file"):
+            out[key] = str(_inside(where, value, root))
+        else:
+            out[key] = value
+    return out
+
+
 def build_backend(key: str, spec: Mapping[str, Any], job_dir: Path, run_info: RunInfo) -> FeatvisBackend:
     """Backend `key` of the `backends` group: `spec` is {type, kwargs}; save_dir defaults per backend."""
     cls = VISBACKENDS.get(spec["type"])
     kwargs = dict(spec.get("kwargs") or {})
+    folder = save_dir(cls, key, kwargs, job_dir)
+    kwargs = _confine(f"backends.{key}.kwargs", {k: v for k, v in kwargs.items() if k != "save_dir"}, folder)
+    kwargs["save_dir"] = str(folder)
     if issubclass(cls, FeatvisBackend):
-        kwargs.setdefault("save_dir", str(cls.save_dir_for(job_dir, key)))
         kwargs["run_info"] = run_info
         try:
             return cls(**kwargs)
         except ConfigError as err:  # a picture format kwarg: say which backend's
             raise ConfigError(f"backends.{key}.kwargs.{err}") from None
-    kwargs.setdefault("save_dir", str(job_dir / key))
     return MMEngineBackend(cls(**kwargs))
 
 

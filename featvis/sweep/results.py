@@ -23,6 +23,7 @@ from mmengine.registry import VISBACKENDS
 
 from featvis.backends.encoding import FORMATS, SUFFIXES
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
+from featvis.backends.visualizer import save_dir as backend_save_dir
 from featvis.config.paths import config_stem
 from featvis.errors import SkippedImagesError
 from featvis.io import write_atomic
@@ -182,15 +183,14 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
 def local_root(cfg: Any, job_dir: Path) -> Optional[Path]:
     """The folder the job's local backend (FeatvisLocalVisBackend) wrote its pictures to; None without one.
 
-    Its `kwargs.save_dir` if set, else the backend's own folder in the job's results
-    (`save_dir_for`, as featvis.backends.visualizer builds it).
+    Its `kwargs.save_dir` (inside the job's results) if set, else the backend's own folder
+    there, as featvis.backends.visualizer builds it.
     """
     found = _local_backend(cfg)
     if found is None:
         return None
     key, cls, kwargs = found
-    save_dir = kwargs.get("save_dir")
-    return Path(save_dir) if save_dir else cls.save_dir_for(Path(job_dir) / RESULTS_DIR, key)
+    return backend_save_dir(cls, key, kwargs, Path(job_dir) / RESULTS_DIR)
 
 
 def _local_suffix(cfg: Any) -> str:
