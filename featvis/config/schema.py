@@ -25,6 +25,7 @@ from featvis.backends.encoding import PictureFormat
 from featvis.backends.visualizer import known_backend_types
 from featvis.backends.wandb import WANDB_FORMATS
 from featvis.config import paths
+from featvis.data.limits import DECODER_MAX_PIXELS, DEFAULT_MAX_PIXELS
 from featvis.errors import ConfigError
 from featvis.reduce import registry as reductions
 from featvis.reduce.base import ReductionConfig
@@ -168,6 +169,9 @@ class Config:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     max_images: Optional[int] = None  # at most this many images, >= 1 (null: all)
     batch_size: int = 1  # images per forward pass (of one shape: a different one starts a new batch)
+    # an image or mask over this many pixels (width x height in its header) is refused before it is
+    # decoded, like an unreadable one (featvis.data.limits: PIL's limit; at most OpenCV's 2**30)
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     sample: SampleMode = SampleMode.first  # which images when max_images is set
     seed: int = 0
     data_root: Optional[str] = None  # image=dataset:<split>: where the config's dataset lives
@@ -235,6 +239,9 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(f"wandb.{err}") from None
     if not 1 <= cfg.batch_size <= 1024:
         raise ConfigError(f"batch_size={cfg.batch_size} must be between 1 and 1024 (images per forward pass)")
+    if not 1 <= cfg.max_image_pixels <= DECODER_MAX_PIXELS:
+        raise ConfigError(f"max_image_pixels={cfg.max_image_pixels} must be between 1 and {DECODER_MAX_PIXELS} "
+                          f"(OpenCV decodes no larger image; default {DEFAULT_MAX_PIXELS}, PIL's limit)")
     if cfg.max_images is not None and cfg.max_images < 1:
         raise ConfigError(f"max_images={cfg.max_images} must be at least 1 (or null for every image)")
     if not cfg.backends:

@@ -49,6 +49,7 @@ from mmseg.registry import DATASETS
 from PIL import Image, UnidentifiedImageError
 
 from featvis.config.paths import resolve_asset, resolve_model_config
+from featvis.data.limits import DECODER_MAX_PIXELS, DEFAULT_MAX_PIXELS
 from featvis.data.names import Names
 from featvis.errors import InputError
 from featvis.model.options import Options, apply_options
@@ -59,8 +60,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 log = logging.getLogger(__name__)
 
 DATASET_PREFIX = "dataset:"
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: max_image_pixels' default
-DECODER_MAX_PIXELS = 1 << 30  # OpenCV's imread refuses larger images (CV_IO_MAX_IMAGE_PIXELS)
 ORIENTATION = 0x0112  # the EXIF orientation tag
 _PIL_LIMIT = threading.Lock()  # PIL's MAX_IMAGE_PIXELS is process-wide: lifted under this lock only
 

@@ -38,6 +38,7 @@ from featvis.record.recorder import FeatureRecorder
 from featvis.reduce import registry as reductions
 from featvis.render.panels import DrawStyle
 from featvis.render.scales import ScaleRule
+from featvis.stderr import warn
 from featvis.sweep import shared_forward
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,15 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     """Run one job; `cfg` is the typed Config (a composed DictConfig is validated and converted first)."""
     cfg = cfg if isinstance(cfg, Config) else validate(cfg)
     collected = inputs.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root,
-                                   cfg.model.cfg_options, cfg.model.scale)
+                                   cfg.model.cfg_options, cfg.model.scale, max_pixels=cfg.max_image_pixels)
     samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
     problems = list(collected.problems)  # images set aside; more may join while decoding
     for problem in problems:
         log.warning("skipping %s: %s", problem.path, problem.message)
-    if cfg.gt_mask and not any(s.mask_path for s in samples):
-        log.info("gt_mask=%s matched none of the images by file stem: no ground truth shown", cfg.gt_mask)
+    if cfg.gt_mask and not cfg.image.startswith(inputs.DATASET_PREFIX) and not any(s.mask_path for s in samples):
+        first = samples[0].image_path
+        warn(log, f"gt_mask={cfg.gt_mask} matched none of the {len(samples)} image(s) by file stem: no ground "
+                  f"truth is drawn; name each mask after its image (the mask of {first.name} is {first.stem}.png)")
 
     final = job.output_dir / RESULTS_DIR
     staging = job.output_dir / (RESULTS_DIR + ".partial")
