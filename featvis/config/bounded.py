@@ -30,7 +30,6 @@ the sources' `path`/`scheme()`/`_normalize_file_name`, and the frames of
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
@@ -38,6 +37,7 @@ from hydra._internal.config_repository import ConfigRepository
 from hydra.core.object_type import ObjectType
 
 from featvis.errors import ConfigError, env_number
+from featvis.io import not_a_file
 
 MAX_KIB = 256  # a config file's size limit, in KiB (FEATVIS_MAX_CONFIG_KIB)
 MAX_NODES = 100_000  # YAML nodes once every alias is expanded
@@ -104,17 +104,14 @@ def check_source(source: Any, config_path: str) -> None:
 
 def check_file(path: str) -> None:
     """ConfigError unless `path` is a regular file Hydra may parse within bounds."""
-    try:
-        info = os.stat(path)
-    except OSError as err:
-        raise ConfigError(f"config file {path} cannot be read ({err.strerror or err}): fix it or remove it "
-                          "from the search path") from err
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"config file {path} is {_kind(info.st_mode)}, not a file: a config must be a "
-                          "YAML file; remove it from the search path")
+    what = not_a_file(path)
+    if what is not None:
+        raise ConfigError(f"config file {path} {what}: a config must be a YAML file; fix it or remove it from "
+                          "the search path")
+    size = os.path.getsize(path)
     limit = max_bytes()
-    if info.st_size > limit:
-        raise ConfigError(f"config file {path} is {info.st_size / 1024:.0f} KiB, more than the {limit // 1024} KiB "
+    if size > limit:
+        raise ConfigError(f"config file {path} is {size / 1024:.0f} KiB, more than the {limit // 1024} KiB "
                           "a featvis config may be: a preset is a few keys; keep data (lists of images, "
                           "weights) in files it names, or raise FEATVIS_MAX_CONFIG_KIB if you mean it")
     with open(path, "rb") as stream:
@@ -190,18 +187,6 @@ def _children(node: yaml.Node) -> List[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 def defaults_loop(err: RecursionError) -> Optional[str]:

@@ -11,6 +11,7 @@ from typing import Optional
 import yaml
 
 from featvis.errors import ConfigError
+from featvis.io import not_a_file
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # featvis/assets
 
@@ -42,9 +43,11 @@ def resolve_model_config(spec: str) -> Path:
             raise ConfigError(f"model.config={spec!r} is not a config shipped with mmseg{hint}")
         return path
     path = Path(resolve_asset(spec)).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"model.config={spec!r}: no such file; pass a config path or an "
-                          "mmseg:: name such as mmseg::ann/ann_r50-d8_4xb2-40k_cityscapes-512x1024.py")
+    what = not_a_file(path)
+    if what is not None:
+        what = "no such file" if what == "does not exist" else what
+        raise ConfigError(f"model.config={spec!r}: {what}; pass an mmseg config file or an mmseg:: name "
+                          "such as mmseg::ann/ann_r50-d8_4xb2-40k_cityscapes-512x1024.py")
     return path
 
 

@@ -26,6 +26,7 @@ import torch.hub
 
 from featvis.config.paths import resolve_asset
 from featvis.errors import CheckpointError
+from featvis.io import not_a_file
 from featvis.model.safe_load import verify_checkpoint_file
 
 _FIX = "pass a local file (model.checkpoint=/path/to/model.pth) or model.checkpoint=null for random weights"
@@ -55,8 +56,13 @@ def resolve_checkpoint(spec: Optional[str], timeout: float = 15.0) -> Optional[s
     if is_url(spec):
         return _download(spec, timeout)
     path = Path(resolve_asset(spec)).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {spec!r} does not exist: {_FIX}")
+    what = not_a_file(path)
+    if what == "is a folder, not a file":
+        raise CheckpointError(f"checkpoint {spec!r} is a folder, not a file: pass the checkpoint file in it "
+                              f"(model.checkpoint={spec.rstrip('/')}/<name>.pth) or model.checkpoint=null for "
+                              "random weights")
+    if what is not None:
+        raise CheckpointError(f"checkpoint {spec!r} {what}: {_FIX}")
     return str(path)
 
 

@@ -53,11 +53,13 @@ class LoadedModel:
     checkpoint: Optional[str]  # the local file the weights came from; None = random init
     mismatch: Optional[KeyMismatch] = None  # how the checkpoint did not fit (model.strict=false); None: it did
     config: Optional[str] = None  # model.config as given, for messages; None: not known
+    non_finite: Optional[str] = None  # model.strict=false and weights hold NaN or Inf: what captions say
 
     @property
     def weights_note(self) -> Optional[str]:
         """`partly random weights: ...` for captions and the result file; None when the weights are whole."""
-        return None if self.mismatch is None else self.mismatch.note
+        notes = [note for note in (None if self.mismatch is None else self.mismatch.note, self.non_finite) if note]
+        return "; ".join(notes) or None
 
 
 def resolve_device(device: str) -> str:
@@ -122,8 +124,9 @@ def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: 
     if missing_extra:
         raise ConfigError(missing_extra)
     model = init_model(cfg, None, device="cpu")
-    meta, mismatch = None, None
+    meta, mismatch, non_finite = None, None, None
     if state is not None:
+        non_finite = _check_finite(state, checkpoint, strict)
         mismatch = _check_fit(model, state, checkpoint, config, strict)
         log.info("loading checkpoint %s (%s)", local_ckpt,
                  "trusted: full unpickling" if trust_checkpoint else "weights_only")
@@ -141,17 +144,27 @@ def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: 
     meta = meta or dataset_meta_from_config(cfg, model)
     model.dataset_meta = meta
     return LoadedModel(model=model, device=device, dataset_meta=meta, checkpoint=local_ckpt, mismatch=mismatch,
-                       config=config)
+                       config=config, non_finite=non_finite)
 
 
 def read_config(config: str, config_path: Path) -> Config:
-    """The mmseg config file (Python: it runs, and imports its `custom_imports`), or one ConfigError."""
+    """The mmseg config file (Python: it runs, and imports its `custom_imports`), or one ConfigError.
+
+    MMEngine reads .py, .yaml and .json configs alike; one that defines no `model` is no model
+    config (a featvis conf/model/*.yaml given as model.config, a dataset config).
+    """
     try:
-        return Config.fromfile(str(config_path))
+        cfg = Config.fromfile(str(config_path))
     except ImportError as err:  # custom_imports: MMEngine's message lists sys.path and hides the cause
         raise ConfigError(_import_failure(config, err)) from err
     except Exception as err:  # a broken config file: syntax, missing _base_, ...
         raise ConfigError(f"cannot read model.config {config!r}: {_one_line(err)}") from err
+    if not isinstance(cfg.get("model"), dict):
+        hint = (" (a featvis option such as conf/model/ann.yaml is chosen with model=ann, not model.config)"
+                if config_path.suffix in (".yaml", ".yml") else "")
+        raise ConfigError(f"model.config {config!r} defines no model: pass an mmseg model config, which sets "
+                          f"model=dict(type='EncoderDecoder', ...){hint}")
+    return cfg
 
 
 def _import_failure(config: str, err: ImportError) -> str:
@@ -187,6 +200,33 @@ def _read_checkpoint(local: str, spec: Optional[str], trust: bool) -> Dict[str, 
         raise  # the file is whole; what it holds is refused, and the message says what to do
     except CheckpointError as err:
         raise CheckpointError(f"{err}; delete {local} and run again to download it anew") from err
+
+
+def _check_finite(state: Dict[str, Any], checkpoint: Optional[str], strict: bool) -> Optional[str]:
+    """None when every floating-point tensor of the checkpoint is finite; else an error (strict), or a
+    warning and the note captions carry. A diverged run saves NaN weights: its pictures would look drawn."""
+    weights = state.get("state_dict", state) if isinstance(state, dict) else {}
+    bad, values, tensors = [], 0, 0
+    for name, tensor in (weights.items() if isinstance(weights, dict) else []):
+        if not (torch.is_tensor(tensor) and tensor.is_floating_point()):
+            continue
+        tensors += 1
+        if bool(torch.isfinite(tensor.sum())):  # one reduction: a NaN or Inf anywhere makes the sum one
+            continue
+        count = int(tensor.numel() - torch.isfinite(tensor).sum())  # or only a huge sum: counted exactly
+        if count:
+            bad.append(name)
+            values += count
+    if not bad:
+        return None
+    first = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+    what = f"{values} NaN or infinite values in {len(bad)} of its {tensors} tensors (first {first})"
+    if strict:
+        raise CheckpointError(f"checkpoint {checkpoint!r} holds {what}: the run that saved it diverged; pass an "
+                              "earlier checkpoint, or model.strict=false to draw it anyway")
+    log.warning("!!! model.strict=false: checkpoint %s holds %s; its maps and prediction are drawn from them, "
+                "and captions say so. !!!", checkpoint, what)
+    return f"non-finite weights: {values} values in {len(bad)} tensors"
 
 
 def _check_fit(model: torch.nn.Module, state: Dict[str, Any], checkpoint: Optional[str], config: str,
