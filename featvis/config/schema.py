@@ -172,6 +172,9 @@ class Config:
     # an image or mask over this many pixels (width x height in its header) is refused before it is
     # decoded, like an unreadable one (featvis.data.limits: PIL's limit; at most OpenCV's 2**30)
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # memory, in GiB, a job may plan for (featvis.pipeline.budget): null = what the machine has available
+    # (MemAvailable, the cgroup's limit, ulimit -v; on CUDA the device's free memory); a number replaces it
+    max_memory_gib: Optional[float] = None
     sample: SampleMode = SampleMode.first  # which images when max_images is set
     seed: int = 0
     data_root: Optional[str] = None  # image=dataset:<split>: where the config's dataset lives
@@ -242,6 +245,9 @@ def validate(cfg: DictConfig) -> Config:
     if not 1 <= cfg.max_image_pixels <= DECODER_MAX_PIXELS:
         raise ConfigError(f"max_image_pixels={cfg.max_image_pixels} must be between 1 and {DECODER_MAX_PIXELS} "
                           f"(OpenCV decodes no larger image; default {DEFAULT_MAX_PIXELS}, PIL's limit)")
+    if cfg.max_memory_gib is not None and not 0 < cfg.max_memory_gib < float("inf"):  # NaN too
+        raise ConfigError(f"max_memory_gib={cfg.max_memory_gib} must be a positive number of GiB, or null for "
+                          "the memory the machine has available")
     if cfg.max_images is not None and cfg.max_images < 1:
         raise ConfigError(f"max_images={cfg.max_images} must be at least 1 (or null for every image)")
     if not cfg.backends:

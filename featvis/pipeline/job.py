@@ -4,6 +4,10 @@ The order matters for failing well: everything that can be checked (config value
 images and masks, layers, checkpoint) is checked before any output is written, and
 outputs go to `<output_dir>/featvis.partial/`, renamed to `<output_dir>/featvis/`
 only when the job completes. A failed job never leaves results that look complete.
+Before any image is decoded, the memory each one will need is checked against what the
+machine has (featvis.pipeline.budget): an image that does not fit is skipped like an
+unreadable one, and the decoder's and drawer's queues are shortened when large images
+would not fit them.
 """
 
 from __future__ import annotations
@@ -11,22 +15,25 @@ from __future__ import annotations
 import logging
 import shutil
 from functools import partial
-from typing import Iterable, Iterator, List, Union
+from typing import Iterable, Iterator, List, Tuple, Union
 
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import track
 
 from featvis.backends.base import RunInfo
+from featvis.backends.encoding import workers
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.config.job import JobInfo
-from featvis.config.schema import Config, plain, validate
+from featvis.config.schema import Config, NormalizeMode, plain, validate
 from featvis.data import images as inputs
 from featvis.data import masks
 from featvis.data.batches import same_shape_batches
 from featvis.data.prefetch import Prefetch
 from featvis.errors import SkippedImagesError
 from featvis.model import cache as model_cache
+from featvis.model.load import LoadedModel
+from featvis.pipeline import budget as memory
 from featvis.pipeline import output_folder
 from featvis.pipeline.drawer import Drawer
 from featvis.pipeline.inference import Inference, check_drawn, first_pass
@@ -35,7 +42,9 @@ from featvis.pipeline.sketches import JobSketches
 from featvis.record import presets
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder
+from featvis.record.slide import slide_windows
 from featvis.reduce import registry as reductions
+from featvis.reduce.base import Reduction
 from featvis.render.panels import DrawStyle
 from featvis.render.scales import ScaleRule
 from featvis.stderr import warn
@@ -83,6 +92,7 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     sketches = JobSketches.for_job(cfg, job, reduction, staging)  # compare.*: off unless asked, then free
     record = partial(FeatureRecorder, layers + extra, watch=watch, root=loaded.model,
                      quiet=[layer.name for layer in extra], sketch_points=sketches.points)
+    samples, plan = _within_memory(cfg, loaded, layers, extra, reduction, samples, problems)
     inference = Inference(reduction, loaded, layers, record(reduction), sharing)
     if reduction.needs_first_pass(reduction.config):  # pca_rgb's shared basis: fitted over every image first
         first_pass(reduction, loaded, record, samples)
@@ -98,12 +108,12 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
             visualizer.add_config(resolved)
             style = DrawStyle(cfg.alpha, ScaleRule.from_config(cfg.normalize), cfg.normalize.scale_bar, reduction,
                               loaded.dataset_meta, loaded.weights_note)
-            with Drawer(style, visualizer, result) as drawer:
+            with Drawer(style, visualizer, result, depth=plan.drawer) as drawer:
                 if early is None:  # the layers that never ran, or a job with no map: fails on the first image
                     early = Recorded(first, *infer(first))
                     check_drawn(early, layers, inference)
                 drawer.submit(sketches.add(early))
-                with Prefetch(items, depth=2 * cfg.batch_size) as ahead:  # decoded while the model runs
+                with Prefetch(items, depth=plan.prefetch) as ahead:  # decoded while the model runs
                     for batch in same_shape_batches(_progress(ahead, len(samples) - 1), cfg.batch_size):
                         for item, (sample, maps) in zip(batch, infer.batch(batch)):
                             drawer.submit(sketches.add(Recorded(item, sample, maps)))
@@ -125,6 +135,34 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     if problems:
         _report_skipped(problems, result)
     return result
+
+
+def _within_memory(cfg: Config, loaded: LoadedModel, layers: list, extra: list, reduction: Reduction,
+                   samples: List[inputs.Sample], problems: List[inputs.Problem]
+                   ) -> Tuple[List[inputs.Sample], memory.Plan]:
+    """The samples whose decoding, forward pass and pictures fit the memory available, and the depths of the
+    decoder's and the drawer's queues; the others join `problems`. None fitting: the first one's error."""
+    budget = memory.Budget(memory.probe(loaded.model), pipeline=loaded.model.cfg.get("test_pipeline") or [],
+                           layers=layers + extra, drawn=layers, gradients=reduction.uses_gradients,
+                           slide=slide_windows(loaded.model) is not None, host=memory.available(cfg.max_memory_gib),
+                           device=memory.available_device(loaded.device), workers=workers(),
+                           holds_all=cfg.normalize.mode == NormalizeMode.shared)
+    prefetch, drawer = 2 * cfg.batch_size, max(2, workers())  # featvis's depths, Drawer's default
+    kept, refused, plan = budget.plan(samples, cfg.batch_size, prefetch, drawer)
+    for problem in refused:
+        log.warning("skipping %s: %s", problem.path, problem.message)
+    if not kept:
+        raise inputs.InputError(refused[0].message)
+    problems.extend(refused)
+    mib = plan.need / (1 << 20)
+    if (plan.prefetch, plan.drawer) != (prefetch, drawer):
+        log.warning("memory: %s available (%s); the largest images need about %.0f MiB with %d decoded ahead and %d "
+                    "waiting to be drawn (lowered from %d and %d)", memory.gib(budget.host.bytes), budget.host.source,
+                    mib, plan.prefetch, plan.drawer, prefetch, drawer)
+    else:
+        log.info("memory: %s available (%s); the job needs about %.0f MiB at most", memory.gib(budget.host.bytes),
+                 budget.host.source, mib)
+    return kept, plan
 
 
 def _first_image(items: Iterator[inputs.Loaded], problems: List[inputs.Problem]) -> inputs.Loaded:
