@@ -30,7 +30,7 @@ from featvis.errors import FeatvisError
 from featvis.pipeline import output_folder
 from featvis.pipeline.result import RESULTS_DIR
 from featvis.signals import describe, exit_code, handle_termination, received
-from featvis.sweep import outcome
+from featvis.sweep import manifest, outcome
 
 log = logging.getLogger("featvis")
 
@@ -64,6 +64,7 @@ def job(cfg: DictConfig) -> None:
     info = from_hydra()
     if info.sweep_dir is not None:
         outcome.started(info.sweep_dir)  # when OutputLock is not among the callbacks
+        manifest.register(info.sweep_dir, info.num or 0, info.output_dir, info.overrides)  # the summary reads it
     result, error = None, None
     try:
         config = validate(cfg)  # the one conversion: typed dataclasses from here on
@@ -139,9 +140,26 @@ def main(app: Callable[[], None]) -> None:
 
 
 def _stopped(interrupt: KeyboardInterrupt) -> None:
-    """Ctrl-C, SIGTERM or SIGHUP: one line saying where the results are, and the signal's exit code."""
+    """Ctrl-C, SIGTERM or SIGHUP: one line saying where the results are, and the signal's exit code.
+
+    A sweep's summary is written once more, saying after which job it was stopped and which
+    jobs never ran (Hydra calls no callback of ours after an interrupted job).
+    """
+    sweep_dir = outcome.running()
+    if sweep_dir is not None:
+        _summarize_stopped(sweep_dir, describe(interrupt))
     _say(f"featvis: {describe(interrupt)}: {_partial()}")
     sys.exit(exit_code(interrupt))
+
+
+def _summarize_stopped(sweep_dir, how: str) -> None:
+    try:
+        from featvis.sweep.summary import summarize  # noqa: PLC0415 - lazy: sweeps only
+
+        if manifest.interrupted(sweep_dir, how) is not None:
+            summarize(sweep_dir)
+    except Exception as err:  # the exit code and the line above matter more
+        log.warning("featvis: the summary of the stopped sweep was not written: %s", err)
 
 
 def _say(line: str) -> None:

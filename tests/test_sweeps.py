@@ -150,8 +150,6 @@ def test_single_run_writes_no_result_file_or_summary(tmp_path):
 
 
 def test_2x2_sweep_under_joblib(tmp_path):
-    (tmp_path / "sweep").mkdir()
-    (tmp_path / "sweep" / "featvis_plan.json").write_text("{}")  # an earlier sweep's, in the same folder
     proc, sweep = _sweep_2x2(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert proc.returncode == 0, proc.stderr
     _, summaries = _assert_four_runs_in_one_group(sweep)

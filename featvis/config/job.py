@@ -27,6 +27,7 @@ class JobInfo:
     sweep_dir: Optional[Path] = None  # set for multirun jobs
     swept: List[str] = field(default_factory=list)  # the keys the sweep varies
     choices: dict = field(default_factory=dict)  # config group -> option, e.g. {"model": "demo"}
+    num: Optional[int] = None  # Hydra's job number in a multirun
 
     def _shown(self) -> List[str]:
         """The overrides that tell this job from the others: the swept ones, else all but plumbing."""
@@ -92,4 +93,5 @@ def from_hydra() -> JobInfo:
         sweep_dir=sweep_dir,
         swept=swept_keys(sweep_dir) if sweep_dir else [],
         choices={k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
+        num=int(hc.job.num) if sweep_dir is not None and OmegaConf.select(hc, "job.num") is not None else None,
     )

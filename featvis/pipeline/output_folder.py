@@ -76,6 +76,7 @@ def acquire(folder: Path, key: str = RUN_KEY) -> Path:
     """Hold `folder` (created if need be) for this process; FolderBusyError when another job holds it."""
     global _last
     folder = Path(os.path.abspath(folder))  # as Hydra names a job's folder (hydra.runtime.output_dir)
+    refuse_system_folder(folder, key)
     with _mutex:
         _last = (folder, key)
         same = _key(folder)
@@ -104,6 +105,26 @@ def acquire(folder: Path, key: str = RUN_KEY) -> Path:
             pass
         _held[same] = _Held(fd, 1)
         return folder
+
+
+# folders of the system whose insides are never a job's: refused with everything below them
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
+                "/sys", "/run", "/var/lib", "/var/log", "/var/cache", "/var/spool")
+
+
+def refuse_system_folder(folder: Path, key: str = RUN_KEY) -> None:
+    """OutputFolderError when `folder` is the root, a folder right below it (/tmp, /home, /opt), the home
+    folder or one above it, or inside a system tree (/etc, /usr, ...): a job writes its results, and a
+    sweep its job folders and summary, straight into its folder."""
+    real = Path(os.path.realpath(folder))
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    system = (real == real.parent or real.parent == Path("/") or real == home or real in home.parents
+              or any(real == Path(tree) or Path(tree) in real.parents for tree in SYSTEM_TREES))
+    if system:
+        shown = f"{folder} ({real})" if Path(folder) != real else str(folder)
+        raise OutputFolderError(f"{key}={shown} is a system folder or the home folder: a featvis job writes its "
+                                f"results straight into its folder; pass a folder of its own, e.g. "
+                                f"{key}={'multirun' if key == SWEEP_KEY else 'outputs'}/mine")
 
 
 def release(folder: Path) -> None:

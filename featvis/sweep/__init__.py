@@ -1,5 +1,6 @@
 """Multirun sweeps: forward passes shared between jobs, per-job result records, and the sweep's summary.
 
+    manifest        the sweep's own record: its id, its jobs (planned, started), whether it was stopped
     plan            which jobs of a sweep can share a model's forward passes (featvis_plan.json)
     shared_forward  the kept forward passes, taken by the other jobs of a group
     results         JobRecord: a job's featvis_result.json, written and read back

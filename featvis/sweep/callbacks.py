@@ -2,8 +2,9 @@
 
 - `OutputLock`: hold the run folder (a single run) or the sweep folder (a multirun)
   before Hydra writes anything into it, so a second job into a busy folder fails at
-  once (featvis.pipeline.output_folder); a multirun's start is noted for the exit
-  code and the failed jobs' lines (featvis.sweep.outcome);
+  once (featvis.pipeline.output_folder); a sweep folder that is a system folder or holds
+  anything already is refused, and the sweep's manifest written (featvis.sweep.manifest);
+  a multirun's start is noted for the exit code and the failed jobs' lines (featvis.sweep.outcome);
 - `SweepPlan`: when a sweep starts, write its plan (featvis.sweep.plan), so jobs that
   run the same model share forward passes;
 - `SweepSummary`: after every job, rewrite the sweep's summary (featvis.sweep.summary),
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -29,8 +30,8 @@ from omegaconf import DictConfig
 
 from featvis.errors import FeatvisError
 from featvis.pipeline import output_folder
-from featvis.sweep import outcome
-from featvis.sweep.plan import expected_jobs, write_plan
+from featvis.sweep import manifest, outcome
+from featvis.sweep.plan import expected_jobs, sweep_overrides, write_plan
 from featvis.sweep.results import load_results
 from featvis.sweep.summary import INDEX_FILE, summarize
 
@@ -51,7 +52,17 @@ class OutputLock(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        self._take(sweep_dir, output_folder.SWEEP_KEY)
+        key = output_folder.SWEEP_KEY
+        try:
+            if not (sweep_dir / output_folder.LOCK_FILE).exists():  # refused without leaving a lock file there
+                output_folder.refuse_system_folder(sweep_dir, key)
+                manifest.refuse_used(sweep_dir, key)
+            self._take(sweep_dir, key)  # a folder another sweep holds: that error first
+            manifest.refuse_used(sweep_dir, key)
+            manifest.start(sweep_dir, _planned_jobs(config))
+        except FeatvisError as err:
+            self._let_go()
+            raise output_folder.Abort(err) from err
         outcome.started(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -67,6 +78,15 @@ class OutputLock(Callback):
         if self._held is not None:
             output_folder.release(self._held)
             self._held = None
+
+
+def _planned_jobs(config: DictConfig) -> Optional[List[List[str]]]:
+    """Each job's overrides, as the basic sweeper will make them; None when another sweeper decides."""
+    try:
+        return sweep_overrides(config)
+    except Exception as err:  # an override the sweeper itself will refuse, in its own words
+        log.debug("sweep manifest: no job list: %s", err)
+        return None
 
 
 class SweepPlan(Callback):

@@ -6,12 +6,14 @@ with autoescaping on: job names, overrides, errors and image names are the user'
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from featvis.sweep.manifest import Progress
 from featvis.sweep.results import NO_PICTURES, JobRecord
 from featvis.sweep.sheets import SheetLayout
 
@@ -80,16 +82,23 @@ def checkpoint_view(pages: "CheckpointPages") -> CheckpointView:
 
 
 def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout],
-                 pages: Optional["CheckpointPages"] = None) -> str:
-    """The index page of `<sweep dir>/summary/` for these jobs and contact sheets (files in the same folder)."""
+                 pages: Optional["CheckpointPages"] = None, state: Optional[Progress] = None) -> str:
+    """The index page of `<sweep dir>/summary/` for these jobs and contact sheets (files in the same folder),
+    with the sweep's progress: stopped after which job, and the jobs that never ran."""
+    state = state or Progress()
     rows = [IndexRow(num=str(j.num), dir=_relative(j.dir, sweep_dir), name=j.name, status=j.status,
                      images=len(j.images), forwards=forwards_cell(j), checkpoint=str(j.checkpoint),
                      layers=str(j.layers), reduction=str(j.reduction),
                      pictures="" if j.has_pictures else NO_PICTURES, error=j.error or "") for j in jobs]
     no_sheets = ("No contact sheets: no job ran with backends=[local]." if not any(j.has_pictures for j in jobs)
                  else "No contact sheets: no job drew an image yet.")
+    counts = Counter(j.status for j in jobs)
+    if state.never_ran:
+        counts["never ran"] = len(state.never_ran)
+    total = state.planned if state.planned is not None else len(jobs)
     return _ENV.get_template("index.html.j2").render(
-        sweep_dir=str(sweep_dir), jobs=jobs, rows=rows, n_failed=sum(j.status == "failed" for j in jobs),
+        sweep_dir=str(sweep_dir), jobs=jobs, rows=rows, total=total, counts=sorted(counts.items()),
+        stopped=state.line(), never_ran=state.never_ran,
         sheets=sheets, no_sheets=no_sheets, checkpoints=None if pages is None else checkpoint_view(pages))
 
 

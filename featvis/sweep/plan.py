@@ -41,6 +41,7 @@ from featvis.io import write_atomic
 from featvis.model import options as model_options
 from featvis.record import presets
 from featvis.reduce import registry as reductions
+from featvis.sweep import manifest
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,11 @@ def group_of(cfg: DictConfig, sweep_dir: Optional[Path]) -> Optional[Dict[str, A
 
 
 def expected_jobs(sweep_dir: Path) -> Optional[int]:
-    """How many jobs the basic sweeper makes of the sweep's overrides (multirun.yaml); None if unknown."""
+    """How many jobs the basic sweeper makes of the sweep's overrides (its manifest, else multirun.yaml);
+    None if unknown."""
+    known = manifest.read(sweep_dir)
+    if known is not None and known.planned is not None:
+        return known.planned
     try:
         jobs = sweep_overrides(OmegaConf.load(Path(sweep_dir) / "multirun.yaml"))
     except Exception:  # no multirun.yaml (not a Hydra sweep folder), or one Hydra cannot parse

@@ -28,6 +28,7 @@ from featvis.config.paths import config_stem
 from featvis.errors import SkippedImagesError
 from featvis.io import write_atomic
 from featvis.pipeline.result import RESULTS_DIR, JobResult
+from featvis.sweep import manifest
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class JobRecord:
 
     dir: Path
     name: str
-    status: str  # ok | failed | skipped-images
+    status: str  # ok | failed | skipped-images | interrupted
     num: Optional[int] = None  # Hydra's job number
     overrides: List[str] = field(default_factory=list)
     job_type: str = "default"
@@ -84,6 +85,7 @@ class JobRecord:
     reduction: Optional[str] = None
     backends: List[str] = field(default_factory=list)
     wandb: Optional[WandbSettings] = None
+    sweep_id: Optional[str] = None  # the sweep's manifest id (featvis.sweep.manifest): whose job this is
 
     def to_json(self) -> Dict[str, Any]:
         """The result file's keys (`job_dir` is the folder the job wrote it in)."""
@@ -95,7 +97,7 @@ class JobRecord:
             "weights": self.weights, "labels": dict(self.labels),
             "model": self.model, "checkpoint": self.checkpoint, "layers": self.layers,
             "reduction": self.reduction, "backends": list(self.backends),
-            "wandb": None if self.wandb is None else self.wandb.to_json(),
+            "wandb": None if self.wandb is None else self.wandb.to_json(), "sweep_id": self.sweep_id,
         }
 
     @classmethod
@@ -121,6 +123,7 @@ class JobRecord:
             model=data.get("model"),
             checkpoint=data.get("checkpoint"), layers=data.get("layers"), reduction=data.get("reduction"),
             backends=backends, wandb=WandbSettings.from_json(wandb) if isinstance(wandb, dict) else None,
+            sweep_id=data.get("sweep_id"),
         )
 
     @property
@@ -154,6 +157,8 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         status = "ok"
     elif isinstance(error, SkippedImagesError):
         status = "skipped-images"
+    elif isinstance(error, KeyboardInterrupt):  # Ctrl-C, SIGTERM, SIGHUP: stopped, not broken
+        status = "interrupted"
     else:
         status = "failed"
     out = Path(info.output_dir)
@@ -177,6 +182,7 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         layers=info.choices.get("layers"),
         reduction=_safe(lambda: str(cfg.reduction.name)) or info.choices.get("reduction"),
         backends=_safe(lambda: sorted(cfg.backends.keys())) or [], wandb=wandb,
+        sweep_id=_safe(lambda: manifest.read(info.sweep_dir).id) if info.sweep_dir is not None else None,
     )
 
 
@@ -248,16 +254,29 @@ def _basename(value: Any) -> Optional[str]:
 
 
 def load_results(sweep_dir: Path) -> List[JobRecord]:
-    """Every job's record under the sweep dir, in job order."""
+    """The record of every job this sweep started (featvis.sweep.manifest), in job order.
+
+    Only the folders the sweep's jobs registered are read, and only records of this sweep
+    (its manifest's id): never a search below the folder.
+    """
     sweep_dir = Path(sweep_dir)
+    this = manifest.read(sweep_dir)
     records = []
-    for path in sweep_dir.glob(f"**/{RESULT_FILE}"):
-        if SUMMARY in path.relative_to(sweep_dir).parts[:1]:
-            continue
+    for num, folder in manifest.job_dirs(sweep_dir):
+        path = folder / RESULT_FILE
         try:
-            records.append(JobRecord.from_json(json.loads(path.read_text()), path.parent))
+            record = JobRecord.from_json(json.loads(path.read_text()), folder)
+        except FileNotFoundError:
+            continue  # running, or stopped before it wrote its record
         except (OSError, ValueError, KeyError, TypeError) as err:  # being written by a job that has not finished
             log.debug("%s not read: %s", path, err)
+            continue
+        if this is not None and record.sweep_id != this.id:
+            log.warning("%s belongs to another sweep, not read", path)
+            continue
+        if record.num is None:
+            record.num = num
+        records.append(record)
 
     def order(r: JobRecord) -> tuple:
         return (0, r.num, "") if isinstance(r.num, int) else (1, 0, str(r.dir))

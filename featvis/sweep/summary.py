@@ -34,6 +34,7 @@ from featvis.compare.checkpoints import UNREADABLE, Comparison, compare_checkpoi
 from featvis.compare.diff import DiffSheet, write_diff_sheets
 from featvis.io import write_atomic
 from featvis.render.cka_table import cka_heatmap
+from featvis.sweep import manifest
 from featvis.sweep.index import render_index
 from featvis.sweep.results import SUMMARY, JobRecord, load_results
 from featvis.sweep.sheets import SheetLayout, contact_sheet, sheet_stems
@@ -80,8 +81,9 @@ def summarize(sweep_dir: Path, wandb_run: bool = False, baseline: Optional[str] 
         if strips is not None:
             strips.add(stem, sheet.strips)
     pages = checkpoint_pages(sweep_dir, jobs, out, baseline)
-    write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(sweep_dir, jobs, sheets, pages), indent=2))
-    write_atomic(out / INDEX_FILE, render_index(sweep_dir, jobs, sheets, pages))
+    state = manifest.progress(sweep_dir, [j.num for j in jobs])
+    write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(sweep_dir, jobs, sheets, pages, state), indent=2))
+    write_atomic(out / INDEX_FILE, render_index(sweep_dir, jobs, sheets, pages, state))
     if strips is not None:
         with strips:
             wandb_summary(sweep_dir, jobs, strips=strips.files,
@@ -113,8 +115,9 @@ def checkpoint_pages(sweep_dir: Path, jobs: Sequence[JobRecord], out: Path,
 
 
 def summary_json(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout],
-                 pages: Optional[CheckpointPages] = None) -> Dict[str, Any]:
-    """The contents of `summary.json`: each job's result record (`dir` relative to the sweep), sheets, counts.
+                 pages: Optional[CheckpointPages] = None, state: Optional[manifest.Progress] = None) -> Dict[str, Any]:
+    """The contents of `summary.json`: each job's result record (`dir` relative to the sweep), sheets, counts,
+    and the sweep's progress (`planned`, `never_ran`, `interrupted`, `stopped`: featvis.sweep.manifest).
 
     With a checkpoint comparison, also `checkpoint_similarity`, `checkpoint_ranking`,
     `checkpoint_baselines`, `checkpoint_errors`, `checkpoint_cka` and `diff_sheets`.
@@ -126,7 +129,9 @@ def summary_json(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, S
         listed.append(entry)
     data = {"sweep_dir": str(sweep_dir), "jobs": listed,
             "sheets": {stem: layout.to_json() for stem, layout in sheets.items()},
-            "counts": dict(Counter(j.status for j in jobs))}
+            "counts": dict(Counter(j.status for j in jobs)), **(state or manifest.Progress()).to_json()}
+    if state is not None and state.never_ran:
+        data["counts"]["never-ran"] = len(state.never_ran)
     if pages is not None:
         data.update(pages.to_json())
     return data
@@ -149,7 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.wandb:
         wandb_summary(args.sweep_dir, once=False, baseline=args.baseline)
     n = len(load_results(args.sweep_dir))
-    print(f"{n} job(s) summarized: {out / INDEX_FILE}")
+    stopped = manifest.progress(args.sweep_dir, []).line()
+    print(f"{n} job(s) summarized{f' (the sweep was {stopped})' if stopped else ''}: {out / INDEX_FILE}")
     return 0
 
 
