@@ -254,3 +254,16 @@ def test_a_fifo_named_alone_or_by_a_mask_is_an_error_not_a_hang(tmp_path):
     os.symlink(tmp_path / "gt" / "fifo.png", tmp_path / "gt" / "link.png")
     with pytest.raises(InputError, match="is a FIFO, not an image file"):  # the mask's header is never opened
         collect(str(tmp_path / "img"), str(tmp_path / "gt" / "fifo.png")).usable()
+
+
+def test_pils_own_limit_never_escapes_when_max_image_pixels_is_higher(tmp_path, monkeypatch):
+    """PIL warns above Image.MAX_IMAGE_PIXELS and raises above twice it: featvis's limit replaces both."""
+    _png(tmp_path / "img" / "a.png", h=6, w=8)
+    _png(tmp_path / "gt" / "a.png", h=6, w=8, channels=1, value=2)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # 48 pixels: PIL's DecompressionBombError
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        collected = collect(str(tmp_path / "img"), str(tmp_path / "gt"), max_pixels=48)
+        loaded = load(collected.usable()[0])
+    assert loaded.gt.shape == (6, 8) and (loaded.gt == 2).all()
+    assert Image.MAX_IMAGE_PIXELS == 20  # PIL's own limit is as it was

@@ -391,8 +391,11 @@ def load(sample: Sample) -> Loaded:
     bgr = oriented(bgr, sample.orientation)
     gt = None
     if sample.mask_path is not None:
+        h, w = sample.size  # the mask's too: checked against max_image_pixels with the image's
+        over_pil = bool(Image.MAX_IMAGE_PIXELS) and h * w > Image.MAX_IMAGE_PIXELS
+        opener = _open_header if over_pil else Image.open  # warnings.catch_warnings is not thread-safe: only then
         try:
-            with _open_header(sample.mask_path) as img:  # its size was checked with the image's
+            with opener(sample.mask_path) as img:
                 gt = _dataset_labels(oriented(np.array(img), sample.mask_orientation), sample)
         except (OSError, SyntaxError, ValueError) as err:
             raise InputError(f"gt_mask {sample.mask_path} cannot be decoded: replace it or leave it out") from err
