@@ -22,8 +22,8 @@ FAST = ("backends=[local]", f"image={DEMO_IMAGE}", "layers.names=[decode_head.co
 def _diverged(tmp_path: Path) -> Path:
     demo = torch.load(DEMO_CKPT, map_location="cpu", weights_only=True)
     state = dict(demo["state_dict"])
-    state["backbone.stem.0.conv.weight"] = state["backbone.stem.0.conv.weight"].clone()
-    state["backbone.stem.0.conv.weight"].view(-1)[:3] = float("nan")
+    state["backbone.stem.0.weight"] = state["backbone.stem.0.weight"].clone()
+    state["backbone.stem.0.weight"].view(-1)[:3] = float("nan")
     state["decode_head.conv_seg.bias"] = torch.full_like(state["decode_head.conv_seg.bias"], float("inf"))
     path = tmp_path / "iter_900.pth"
     torch.save({"state_dict": state, "meta": demo["meta"]}, path)
@@ -34,7 +34,7 @@ def test_non_finite_weights_fail_in_one_line_naming_how_many_and_where(tmp_path)
     ckpt = _diverged(tmp_path)
     line = error_line(run_cli(*FAST, f"model.checkpoint={ckpt}", f"hydra.run.dir={tmp_path / 'out'}"))
     assert f"checkpoint '{ckpt}' holds 7 NaN or infinite values in 2 of its" in line  # 3 NaN + 4 classes' Inf
-    assert "(first backbone.stem.0.conv.weight, decode_head.conv_seg.bias)" in line
+    assert "(first backbone.stem.0.weight, decode_head.conv_seg.bias)" in line
     assert "pass an earlier checkpoint, or model.strict=false" in line
     assert not (tmp_path / "out" / "featvis").exists()
 
