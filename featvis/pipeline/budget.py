@@ -593,7 +593,7 @@ class Budget:
         else:
             maps = cost.pictures - 2 - (sample.mask_path is not None)
             what = f"{cost.pictures} pictures at full size and the model's result: {gib(full)}"
-            fix = f"fewer layers ({maps} maps drawn), a downscaled image, or max_image_pixels under {h * w:,}"
+            fix = f"fewer layers (up to {maps} maps drawn), a downscaled image, or max_image_pixels under {h * w:,}"
         beside = ""
         if not alone:  # it fits alone: at depth 1 the job holds up to 3 images (drawn, handed over, running)
             beside = (f" beside the {min(images, 3) - 1} other image(s) featvis holds at once (up to "
