@@ -9,6 +9,7 @@ import pytest
 
 from featvis.config.job import JobInfo
 from featvis.model import cache as model_cache
+from featvis.pipeline import budget
 from featvis.pipeline import job as pipeline
 from featvis.sweep import shared_forward
 from featvis.sweep.plan import PLAN_FILE, make_plan, share_key
@@ -48,6 +49,7 @@ class _ForwardCounter:
 
     def __init__(self):
         loaded = model_cache.load(**_model_args())
+        budget.probe(loaded.model)  # the memory budget's two tiny passes, once per model: not the images'
         self.calls = 0
         self.handle = loaded.model.backbone.register_forward_pre_hook(self._count)
 
