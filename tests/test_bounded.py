@@ -202,12 +202,12 @@ def test_image_over_the_memory_is_skipped_like_an_unreadable_one(tmp_path):
     folder.mkdir()
     for name in ("a.png", "b.png"):
         (folder / name).write_bytes(DEMO_IMAGE.read_bytes())
-    cv2.imwrite(str(folder / "big.png"), np.zeros((4000, 4000, 3), np.uint8))  # 48 MB decoded, a small file
+    cv2.imwrite(str(folder / "big.png"), np.zeros((2000, 2000), np.uint8))  # a small file: 4 Mpx to draw
     out = tmp_path / "X"
-    proc = run_cli(f"image={folder}", "backends=[local]", "max_memory_gib=0.5", f"hydra.run.dir={out}")
+    proc = run_cli(f"image={folder}", "backends=[local]", "max_memory_gib=0.2", f"hydra.run.dir={out}")
     line = error_line(proc, code=3)
-    assert "1 image(s) skipped, first big.png: image" in line and "(4000x4000) needs about" in line
-    assert "over the 461 MiB featvis may use (90% of 512 MiB, max_memory_gib=0.5)" in line
+    assert "1 image(s) skipped, first big.png: image" in line and "(2000x2000) needs about" in line
+    assert "over the 184 MiB featvis may use (90% of 205 MiB, max_memory_gib=0.2)" in line
     skipped = (out / "featvis" / "skipped.txt").read_text().splitlines()
     assert len(skipped) == 1 and skipped[0].startswith(f"{folder / 'big.png'}\t")
     assert sorted(p.name for p in (out / "featvis" / "local").iterdir() if p.is_dir()) == ["a", "b"]
