@@ -1,20 +1,34 @@
 """The W&B run lives in a worker process: the job never imports wandb, a killed job's run is
-still finished (failed), a dead worker is one error line, and one worker serves the process's jobs."""
+still finished (failed), a dead worker stops the job at its next image in one error line, and
+one worker serves the process's jobs."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from featvis.backends.base import RunInfo
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.errors import BackendError
 from featvis.render.panel import Panel
-from tests.conftest import DEMO_IMAGE, ROOT, cli_env, compose_cfg, exit_code, history, wandb_records, wandb_runs
+from tests.conftest import (
+    DEMO_IMAGE,
+    ROOT,
+    cli_env,
+    compose_cfg,
+    error_line,
+    exit_code,
+    history,
+    wandb_records,
+    wandb_runs,
+)
 
 WAIT_S = 300  # how long to wait for a process to reach a state: generous, never a timing assertion
 
@@ -77,21 +91,106 @@ def test_a_killed_job_leaves_its_wandb_run_finished_and_failed(tmp_path):
     assert 1 <= len(history(records)) < 60
 
 
-def test_a_dead_worker_is_one_error_line(tmp_path):
+def _dead(pid):
+    """Whether process `pid` has ended: every thread of it (a killed process's main thread is a zombie
+    while its other threads still exit: its files are not closed yet), or it is gone (reaped)."""
+    for task in Path(f"/proc/{pid}/task").glob("*/stat"):  # none: reaped
+        try:
+            if task.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        except (FileNotFoundError, ProcessLookupError):  # that thread just ended
+            continue
+    return True
+
+
+def _kill_and_wait(pid):
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + WAIT_S
+    while not _dead(pid):
+        assert time.monotonic() < deadline, "the killed process never ended"
+        time.sleep(0.01)
+
+
+def test_a_dead_worker_fails_the_next_image_in_one_line(tmp_path):
     vis = _visualizer(tmp_path)
+    reached = []
     with pytest.raises(BackendError) as caught:
         with vis:
             vis.start()
+            vis.backends["wandb"]._check_open(wait=True)  # the run is open: its opening cannot tell
             vis.add_panels([Panel("input", _picture(0), "img0")], step=0, image_id="img0")
-            worker = vis.backends["wandb"]._worker
-            os.kill(worker._proc.pid, signal.SIGKILL)
+            _kill_and_wait(vis.backends["wandb"]._worker._proc.pid)
+            reached.append("img1")
             vis.add_panels([Panel("input", _picture(1), "img1")], step=1, image_id="img1")
+            reached.append("after img1")
+    assert reached == ["img1"]  # raised by the next image's pictures, not when the backends close
     message = str(caught.value)
     assert "\n" not in message
-    # raised at the next image's row if the job already saw the worker die, else when the backends close
-    assert message.startswith(("the W&B worker process exited (code -9)",
-                               "closing backends failed: wandb: the W&B worker process exited (code -9)"))
+    assert message.startswith("the W&B worker process exited (code -9)")
     assert "backends=[local]" in message
+
+
+def _children(pid):
+    """The PIDs of process `pid`'s children whose command line names `what`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"featvis.backends.wandb_worker" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _complete_png(path):
+    with Image.open(path) as image:
+        image.verify()  # every chunk's CRC, up to IEND: a truncated file fails
+    with Image.open(path) as image:
+        image.load()
+    return True
+
+
+def test_a_job_whose_worker_is_killed_fails_at_its_next_image_with_its_pictures_complete(tmp_path):
+    """The worker is SIGKILLed while the job is stopped, after its first images: when the job goes on,
+    it fails at the next image it hands to the backends (it used to draw all 40, then fail at close),
+    with one error line; the local pictures of every image it drew are complete, and stay partial."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(40):
+        (images / f"img_{i:03d}.png").write_bytes(DEMO_IMAGE.read_bytes())
+    out = tmp_path / "X"
+    local = out / "featvis.partial" / "local"
+    job = subprocess.Popen([sys.executable, str(ROOT / "run.py"), f"image={images}", f"hydra.run.dir={out}"],
+                           cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len([p for p in local.glob("img_*") if p.is_dir()]) < 2:  # the first image went to every backend
+            assert job.poll() is None and time.monotonic() < deadline, "the job ended before its second image"
+            time.sleep(0.05)
+        job.send_signal(signal.SIGSTOP)
+        (worker,) = _children(job.pid)
+        drawn_before = len([p for p in local.glob("img_*") if p.is_dir()])
+        _kill_and_wait(worker)  # dead before the job can look again
+    finally:
+        job.send_signal(signal.SIGCONT)
+    stdout, stderr = job.communicate(timeout=WAIT_S)
+
+    line = error_line(subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr))
+    assert line.startswith("featvis: error: the W&B worker process exited (code -9)"), line
+    assert "backends=[local]" in line
+    drawn = sorted(p for p in local.glob("img_*") if p.is_dir())
+    # the images handed to the backends before the job looked again, at most one more: not the other 40
+    assert drawn_before <= len(drawn) <= drawn_before + 1, (drawn_before, len(drawn))
+    files = {image.name: sorted(str(f.relative_to(image)) for f in image.rglob("*.png")) for image in drawn}
+    logged = dict(re.findall(r"\] (img_\d+): (\d+) pictures", (out / "run.log").read_text()))
+    assert logged and set(logged) <= set(files)
+    for name, pictures in files.items():
+        assert pictures == files[drawn[0].name] and "input.png" in pictures  # every picture of every image
+        assert name not in logged or len(pictures) == int(logged[name])
+        assert all(_complete_png(drawn[0].parent / name / picture) for picture in pictures)
+    assert not (out / "featvis").exists()  # the job stays marked partial
 
 
 def test_one_worker_serves_the_jobs_of_a_process_each_with_its_own_run(tmp_path):

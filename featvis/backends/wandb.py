@@ -26,7 +26,9 @@ Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
 - a failed job's run is finished with exit code 1 (`close(failed=True)`), keeping what it logged;
 - at close, a `featvis/table` W&B Table (one row per image: its id, the input with masks,
   every layer's map and its `stats`) goes into the run's summary, not its history, so
-  the history keeps one row per image. It reuses the wandb.Image objects already logged.
+  the history keeps one row per image. It reuses the wandb.Image objects already logged;
+- a worker that dies (killed, out of memory) stops the job at its next picture, with the
+  pictures of the images already logged complete in the other backends (`check`).
 
 `experiment` (MMEngine's handle on the run) is None: the run is in the worker process.
 """
@@ -151,6 +153,7 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         """Nothing to add: the resolved config went to `wandb.init` with the run (`RunInfo.config`)."""
 
     def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
+        self._check_worker()  # a dead worker fails the job here, at its next picture
         fmt = self.picture_format
         self._n_encoded += 1
         path = self._media_dir() / f"{self._n_encoded}{fmt.suffix}"
@@ -180,11 +183,20 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         return {"file": str(file), "class_labels": [[int(v), n] for v, n in mask["class_labels"].items()]}
 
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
+        self._check_worker()
         self._stage(name, value, step)
 
     def add_scalars(self, scalar_dict: dict, step: int = 0, **kwargs: Any) -> None:
+        self._check_worker()
         for name, value in scalar_dict.items():
             self._stage(name, value, step)
+
+    def _check_worker(self) -> None:
+        """Raise a failed logging command's error, or the worker's death, now (no wait: featvis.backends.
+        wandb_worker's `check`); the visualizer gives this backend an image's pictures after the
+        backends that write files have written them all, so those stay complete."""
+        if self._worker is not None:
+            self._worker.check()
 
     def _stage(self, name: str, value: Any, step: int) -> None:
         """Collect one step's values, so each image becomes one `log` call and one history row."""
@@ -199,7 +211,7 @@ class FeatvisWandbVisBackend(FeatvisBackend):
             self.start()  # MMEngine's add_image without featvis's start(): open now
             self._worker.send("log", step=self._pending_step, row=self._pending)
             self._check_open(wait=False)
-            self._worker.raise_errors()
+            self._worker.check()
         self._pending, self._pending_step = {}, None
 
     def close(self, failed: bool = False) -> None:

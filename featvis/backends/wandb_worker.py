@@ -21,7 +21,8 @@ A picture in a row or table is {"picture": file, "caption", "masks": {name: {"fi
 uint8 labels, "class_labels": [[value, name], ...]}}}; the worker makes it a `wandb.Image`
 (once: the table reuses the logged one). The worker ignores SIGINT and SIGTERM (they reach
 the whole process group): the job finishes its run, failed or not; if the job dies, the
-worker sees its stdin close and finishes the open run with exit code 1.
+worker sees its stdin close and finishes the open run with exit code 1. If the worker dies,
+the job learns it at its next picture (`WandbProcess.check`), not when it closes the run.
 """
 
 from __future__ import annotations
@@ -109,6 +110,33 @@ class WandbProcess:
         if error is not None:
             raise WandbProcessError(error)
 
+    def check(self) -> None:
+        """`raise_errors`, and raise if the worker has died: called for every picture, it never waits
+        for a live worker (a peek at the process table, a few microseconds), so a worker killed mid-job
+        stops the job at its next picture instead of when the job closes the run (48 s later on a
+        40-image job, every image drawn for nothing).
+
+        The death is seen without reaping the process (`waitid` with WNOWAIT): the reply thread reaps
+        it and words the error with the worker's last line; this waits for that, briefly.
+        """
+        self.raise_errors()
+        if self._dead is None and not self._exited():
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: self._dead is not None, timeout=DEATH_WAIT_S)
+            dead = self._dead
+        raise WandbProcessError(dead or _death(self._proc.poll(), ""))
+
+    def _exited(self) -> bool:
+        if self._proc.returncode is not None:
+            return True
+        if not hasattr(os, "waitid"):  # not on every Unix: poll() may reap it first; wait() then reads its code
+            return self._proc.poll() is not None
+        try:
+            return os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # reaped already, by the reply thread
+            return True
+
     def alive(self) -> bool:
         return self._dead is None and self._proc.poll() is None
 
@@ -153,12 +181,18 @@ class WandbProcess:
                 self._cond.notify_all()
         code = self._proc.wait()
         with self._cond:
-            self._dead = (f"the W&B worker process exited (code {code}){_last_line(self._output)}; "
-                          "the run keeps what it logged; rerun the job, or use backends=[local] to skip W&B")
+            self._dead = _death(code, _last_line(self._output))
             self._cond.notify_all()
 
 
+def _death(code: Optional[int], last_line: str) -> str:
+    """The one line that says the worker died."""
+    return (f"the W&B worker process exited (code {code}){last_line}; "
+            "the run keeps what it logged; rerun the job, or use backends=[local] to skip W&B")
+
+
 EXIT_WAIT_S = 5.0  # how long the process waits at exit for its idle workers to end
+DEATH_WAIT_S = 5.0  # how long `check` waits for the reply thread to word a dead worker's error
 _IDLE: List[WandbProcess] = []  # workers whose run is finished, for the process's next job
 _IDLE_LOCK = threading.Lock()
 
