@@ -1,6 +1,6 @@
 """The W&B run lives in a worker process: the job never imports wandb, a killed job's run is
 still finished (failed), a dead worker stops the job at its next image in one error line, and
-one worker serves the process's jobs."""
+one worker serves the process's jobs (where wandb's files go: tests/test_wandb_files.py)."""
 
 import os
 import re

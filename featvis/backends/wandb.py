@@ -28,7 +28,9 @@ Differences from MMEngine's WandbVisBackend, each a fix for featvis's use:
   every layer's map and its `stats`) goes into the run's summary, not its history, so
   the history keeps one row per image. It reuses the wandb.Image objects already logged;
 - a worker that dies (killed, out of memory) stops the job at its next picture, with the
-  pictures of the images already logged complete in the other backends (`check`).
+  pictures of the images already logged complete in the other backends (`check`);
+- wandb's own files (its service's log, staged artifact files, temporaries) go to the job's
+  `.wandb-internal/` folder (`files_dir_for`), not to the home folder or /tmp.
 
 `experiment` (MMEngine's handle on the run) is None: the run is in the worker process.
 """
@@ -42,7 +44,7 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 from urllib.parse import urlparse
 
 import cv2
@@ -61,6 +63,20 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.wandb.ai"
 WANDB_FORMATS = ("jpeg", "png")  # what wandb.Image takes from a file and its UI shows
+FILES_DIR = ".wandb-internal"  # wandb's own files, in the job's folder (files_dir_for)
+STAGING_SUFFIX = ".partial"  # a job's results folder until it completes, then renamed (featvis.pipeline.job)
+
+
+def files_dir_for(save_dir: Union[str, Path]) -> Path:
+    """The folder for wandb's own files of a run saved in `save_dir` (what featvis.backends.wandb_worker's
+    `WandbFiles` puts there): `.wandb-internal/` in the job's folder.
+
+    Beside the job's `featvis.partial/`, not in it: that folder is renamed `featvis/` when the job
+    completes, and an offline run names its staged artifact files (its `featvis/table`) by absolute
+    path until `wandb sync` uploads them. A `save_dir` of another name holds it itself.
+    """
+    save_dir = Path(save_dir).absolute()
+    return (save_dir.parent if save_dir.suffix == STAGING_SUFFIX else save_dir) / FILES_DIR
 
 
 def api_key_configured() -> bool:
@@ -96,7 +112,8 @@ class FeatvisWandbVisBackend(FeatvisBackend):
         if image_format not in WANDB_FORMATS:
             raise ConfigError(f"image_format={image_format!r}: W&B shows {' or '.join(WANDB_FORMATS)} "
                               "pictures; use one of those")
-        super().__init__(save_dir, run_info, PictureFormat(image_format, quality, max_side))
+        # absolute: the worker process works in another folder (featvis.backends.wandb_worker.WandbFiles)
+        super().__init__(str(Path(save_dir).absolute()), run_info, PictureFormat(image_format, quality, max_side))
         self.project, self.entity, self.group = project, entity, group or self.run_info.group
         self.mode = resolve_mode(mode)  # fails here, before any work, on online without a key
         self.init_timeout = init_timeout
@@ -128,7 +145,8 @@ class FeatvisWandbVisBackend(FeatvisBackend):
                        job_type=self.run_info.job_type, name=self.run_info.name, config=self.run_info.config,
                        init_timeout=self.init_timeout)
         self._worker = acquire()
-        self._opening = self._worker.send("open", spec=asdict(spec), mode=self.mode)
+        self._opening = self._worker.send("open", spec=asdict(spec), mode=self.mode,
+                                          files=str(files_dir_for(self._save_dir)))
 
     def _init_env(self) -> None:
         """MMEngine's hook: open the run and wait until it is."""

@@ -12,7 +12,7 @@ kept for the next job of the process (a sweep under Hydra's basic launcher opens
 job in it).
 
 The protocol is data only, one JSON object per line, never pickle:
-  job -> worker (its stdin): {"op": "open", "id", "spec", "mode"}, {"op": "log", "step", "row"},
+  job -> worker (its stdin): {"op": "open", "id", "spec", "mode", "files"}, {"op": "log", "step", "row"},
       {"op": "table", "columns", "data"}, {"op": "finish", "id", "exit_code"}, {"op": "quit"};
   worker -> job (a pipe of its own; the worker's stdout and stderr go to a file):
       {"id", "mode"} or {"id", "error"} for open/finish, {"error", "op"} when a log or table
@@ -23,6 +23,14 @@ uint8 labels, "class_labels": [[value, name], ...]}}}; the worker makes it a `wa
 the whole process group): the job finishes its run, failed or not; if the job dies, the
 worker sees its stdin close and finishes the open run with exit code 1. If the worker dies,
 the job learns it at its next picture (`WandbProcess.check`), not when it closes the run.
+
+wandb's own files (`WandbFiles`) go to the `files` folder each open names (the job's
+`.wandb-internal/`, featvis.backends.wandb.files_dir_for), never to the home folder or /tmp:
+the worker imports wandb at prewarm, before any job's folder is known, with its import-time
+temporary folders made only on first use (`_made_on_use`), and starts wandb's service only
+at its first open, in that run's folder. The service's files (its log, its socket, the
+artifact cache) stay in the first run's folder for the worker's life; each run's staged
+artifact files (its `featvis/table`) go to its own.
 """
 
 from __future__ import annotations
@@ -32,15 +40,16 @@ import itertools
 import json
 import logging
 import os
-import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from featvis.backends.wandb_run import RunSpec, open_run
 from featvis.errors import BackendError
@@ -240,8 +249,9 @@ def wanted_by(argv: Sequence[str]) -> bool:
 
 def prewarm_for(argv: Sequence[str]) -> None:
     """`prewarm` when the command line will probably open a W&B run (`wanted_by`); run.py calls it
-    first thing, so that the worker imports wandb and starts its service on another core while
-    the job's process spends seconds importing torch and mmseg (a default job: about 0.8 s sooner)."""
+    first thing, so that the worker imports wandb on another core while the job's process spends
+    seconds importing torch and mmseg (a default job: about 0.8 s sooner). wandb's service starts
+    with the first run, once the job's folder is known (see the module docstring)."""
     if wanted_by(argv):
         prewarm()
 
@@ -317,9 +327,101 @@ class _Forward(logging.Handler):
             pass
 
 
+class WandbFiles:
+    """Where wandb puts its own files in this process: in the job's folder, never in the home folder or /tmp.
+
+    What wandb 0.31 writes outside a run's folder (measured with strace on a default job, offline),
+    and where it goes instead, under `folder` (a job's `.wandb-internal/`):
+      - `data/`: WANDB_DATA_DIR, set for each run: `artifacts/staging/`, a copy of every file of the
+        run's `featvis/table` artifact (its pictures too), which an offline run names by absolute
+        path until `wandb sync` uploads them (~/.local/share/wandb before; never removed there);
+      - `cache/`: WANDB_CACHE_DIR, for the service: its log `wandb/logs/core-debug-*.log`
+        (~/.cache/wandb/logs before) and, online, wandb's artifact cache (read from wandb's source:
+        uploaded artifact files go there; not measured, this machine has no network);
+      - `tmp/`: the process's temporary folder (`tempfile.tempdir`, and TMPDIR for the service):
+        the service's port file and socket, wandb's media temporaries (mask PNGs, the table's
+        JSON) before they move into the run; emptied when the worker ends, and then removed.
+    The service's (cache and tmp) are set once, before it starts, at the worker's first run; its
+    socket path is made relative (the worker works in `folder`) so that it fits the 107 bytes a
+    Unix socket path may have (wandb-core falls back to /tmp otherwise). WANDB_CONFIG_DIR is left
+    alone: wandb only reads it (~/.config/wandb/settings, where `wandb login --host` keeps the server).
+    """
+
+    def __init__(self) -> None:
+        self.home: Optional[Path] = None  # the first run's folder: the service's files
+
+    def use(self, folder: Optional[str]) -> None:
+        """Before opening a run whose wandb files go to `folder` (None: leave wandb's defaults)."""
+        if folder is None:
+            return
+        folder = Path(folder)
+        os.environ["WANDB_DATA_DIR"] = str(folder / "data")  # read at each staging, so per run
+        if self.home is None:
+            (folder / "tmp").mkdir(parents=True, exist_ok=True)
+            os.chdir(folder)
+            os.environ["TMPDIR"] = "tmp"
+            os.environ["WANDB_CACHE_DIR"] = str(folder / "cache")
+            tempfile.tempdir = str(folder / "tmp")
+            self.home = folder
+        else:
+            Path(tempfile.tempdir or folder / "tmp").mkdir(parents=True, exist_ok=True)  # if it was removed
+
+    def tidy(self) -> None:
+        """At exit, after wandb's own clean-up: remove the temporary folder if it is empty."""
+        if self.home is not None:
+            try:
+                (self.home / "tmp").rmdir()
+            except OSError:  # not empty (a temporary file of a killed service), or already gone
+                pass
+
+
+class _MadeOnUse:
+    """A `tempfile.TemporaryDirectory` whose folder is made when its name is first read, not when it is made.
+
+    wandb makes two at import (`wandb.sdk.data_types._private.MEDIA_TMP`, `Artifact._TMP_DIR`),
+    in the system's temporary folder, before the worker knows the job's folder; this makes
+    them in the folder `tempfile` names when they are first used (then `WandbFiles`'s `tmp/`),
+    again if it was removed, and removes them at exit as wandb asks.
+    """
+
+    def __init__(self, suffix: Optional[str] = None, prefix: Optional[str] = None, dir: Optional[str] = None,
+                 *args: Any, **kwargs: Any) -> None:
+        self._where = (suffix, prefix, dir)
+        self._name: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        if self._name is None or not os.path.isdir(self._name):
+            self._name = tempfile.mkdtemp(*self._where)
+        return self._name
+
+    def cleanup(self) -> None:
+        if self._name is not None:
+            shutil.rmtree(self._name, ignore_errors=True)
+            self._name = None
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cleanup()
+
+
+@contextmanager
+def _made_on_use() -> Iterator[None]:
+    """While wandb is imported: its temporary folders are made when used (`_MadeOnUse`)."""
+    real = tempfile.TemporaryDirectory
+    tempfile.TemporaryDirectory = _MadeOnUse  # type: ignore[misc, assignment]
+    try:
+        yield
+    finally:
+        tempfile.TemporaryDirectory = real  # type: ignore[misc]
+
+
 class _Worker:
-    def __init__(self, reply: Any) -> None:
+    def __init__(self, reply: Any, files: WandbFiles) -> None:
         self.reply = reply
+        self.files = files
         self.run: Any = None
         self.images: Dict[str, Any] = {}  # picture file -> its wandb.Image, for the table
 
@@ -328,6 +430,7 @@ class _Worker:
         try:
             if op == "open":
                 self.finish(1)  # an earlier run the job never finished
+                self.files.use(cmd.get("files"))  # before wandb's service starts, in the first open_run
                 self.run, mode = open_run(RunSpec(**cmd["spec"]), cmd["mode"])
                 self.reply({"op": "open", "id": cid, "mode": mode})
             elif op == "log" and self.run is not None:
@@ -408,22 +511,15 @@ def main(reply_fd: int) -> None:
     featvis_log.setLevel(logging.DEBUG)
     featvis_log.addHandler(_Forward(reply))
     featvis_log.propagate = False
-    import wandb  # noqa: PLC0415
-
-    from featvis.backends.wandb_run import quiet_setup  # noqa: PLC0415
-
-    commands = sys.stdin.buffer
-    first = []
-    if select.select([commands], [], [], 0)[0]:  # the job already said something, or ended
-        first = [commands.readline()]
-        if not first[0]:
-            return  # the job ended before it needed W&B: do not start wandb's service
-    quiet_setup(wandb)  # wandb imported and its service started while the job loads its model
+    files = WandbFiles()
+    atexit.register(files.tidy)  # registered before wandb's own exit hooks, so it runs after them
+    with _made_on_use():
+        import wandb  # noqa: PLC0415  (while the job loads its model; the service starts at the first open)
     size_from_header(wandb)
 
-    worker = _Worker(reply)
+    worker = _Worker(reply, files)
     try:
-        for line in itertools.chain(first, commands):
+        for line in sys.stdin.buffer:  # the job's end before any open: wandb's service never started
             cmd = json.loads(line)
             if cmd.get("op") == "quit":
                 break
