@@ -2,6 +2,8 @@
 the job's `.wandb-internal/` folder, never to the home folder, the user's cache or the temporary folder."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from featvis.backends.base import RunInfo
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.backends.wandb import FILES_DIR
 from featvis.render.panel import Panel
-from tests.conftest import compose_cfg, run_cli, wandb_records, wandb_runs
+from tests.conftest import ROOT, cli_env, compose_cfg, run_cli, wandb_records, wandb_runs
 
 WAIT_S = 300  # how long to wait for a process to end: generous, never a timing assertion
 
@@ -98,3 +100,25 @@ def test_a_reused_worker_keeps_its_service_files_in_its_first_jobs_folder_and_ea
         (run,) = wandb_runs(job / "featvis.partial")
         staged = _staged(wandb_records(run))
         assert staged and all(p.is_file() and job / FILES_DIR in p.parents for p in staged)
+
+
+def test_the_worker_imports_wandb_without_writing_in_the_temporary_folder(tmp_path):
+    """wandb makes two temporary folders when imported, before the worker knows the job's folder;
+    the worker's import makes them only when they are first used (an import alone: never)."""
+    probe = ("import os, sys\n"
+             "from featvis.backends.wandb_worker import _made_on_use\n"
+             "if sys.argv[1] == 'worker':\n"
+             "    with _made_on_use():\n"
+             "        import wandb\n"
+             "else:\n"
+             "    import wandb\n"
+             "print(len(os.listdir(os.environ['TMPDIR'])))\n")
+    made = {}
+    for how in ("plain", "worker"):
+        tmp = tmp_path / how
+        tmp.mkdir()
+        proc = subprocess.run([sys.executable, "-c", probe, how], cwd=ROOT, env=cli_env(TMPDIR=str(tmp)),
+                              capture_output=True, text=True, timeout=WAIT_S)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        made[how] = int(proc.stdout.split()[-1])
+    assert made == {"plain": 2, "worker": 0}  # wandb-media and wandb-artifacts, made at import by a plain import

@@ -250,3 +250,13 @@ def test_run_py_starts_the_worker_before_it_imports_torch(tmp_path):
     assert "workers started (torch imported then): [False]" in proc.stdout
     (run,) = wandb_runs(tmp_path / "job")
     assert len(history(wandb_records(run))) == 1
+
+
+def test_wandbs_service_port_file_poll_sleeps_through_the_function_the_worker_shortens():
+    """wandb_worker.quick_service_start replaces `_SLEEP`: the poll must still call it, by that name."""
+    import inspect
+
+    from wandb.sdk.lib.service import service_port_file
+
+    assert service_port_file._SLEEP is time.sleep  # patched in the worker process only
+    assert "_SLEEP(" in inspect.getsource(service_port_file.poll_for_token)

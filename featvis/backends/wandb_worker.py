@@ -493,6 +493,27 @@ def size_from_header(wandb: Any) -> None:
     wandb.Image._initialize_from_path = from_path
 
 
+SERVICE_POLL_S = 0.01  # how often this process looks for wandb's service's port file while it starts
+
+
+def quick_service_start() -> None:
+    """Look for the port file of wandb's starting service every 10 ms instead of every 0.2 s.
+
+    wandb 0.31 starts its service, then polls for the file in which the service writes its
+    address (`service_port_file.poll_for_token`): the first look is too early (the service
+    takes a few ms), the next 0.2 s later. Since the service starts at the first open (once
+    the job's folder is known: `WandbFiles`), that sleep delayed the run, and so the job's
+    close: in paired default jobs the wait for the run to finish went from 0.40 s (service
+    started at prewarm) to 0.61 s, and 0.29 s with this (medians of 5). Patched in this
+    process only, which starts no other service; the test of the worker pins `_SLEEP`.
+    """
+    import time  # noqa: PLC0415
+
+    from wandb.sdk.lib.service import service_port_file  # noqa: PLC0415
+
+    service_port_file._SLEEP = lambda seconds: time.sleep(min(seconds, SERVICE_POLL_S))
+
+
 def main(reply_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the job decides when its run ends
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -516,6 +537,7 @@ def main(reply_fd: int) -> None:
     with _made_on_use():
         import wandb  # noqa: PLC0415  (while the job loads its model; the service starts at the first open)
     size_from_header(wandb)
+    quick_service_start()
 
     worker = _Worker(reply, files)
     try:
