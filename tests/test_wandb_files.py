@@ -82,12 +82,14 @@ def test_a_reused_worker_keeps_its_service_files_in_its_first_jobs_folder_and_ea
     workers = [_job(job / "featvis.partial", f"job{i}") for i, job in enumerate(jobs)]
     assert workers[0] is workers[1]
 
-    assert _core_logs(jobs[0] / FILES_DIR) and not (jobs[1] / FILES_DIR / "cache").exists()
+    assert not (jobs[1] / FILES_DIR / "cache").exists()
     with wandb_worker._IDLE_LOCK:
         wandb_worker._IDLE.remove(workers[0])
     workers[0].quit()
     workers[0]._proc.wait(timeout=WAIT_S)
     assert workers[0]._proc.returncode == 0
+    # the service writes its log as it likes while it runs (CI once found it still empty): look once it ended
+    assert _core_logs(jobs[0] / FILES_DIR) and not (jobs[1] / FILES_DIR / "cache").exists()
     assert _wandb_paths(places) == [] and list(places["TMPDIR"].iterdir()) == []
     assert not (jobs[0] / FILES_DIR / "tmp").exists()
 
