@@ -35,24 +35,45 @@ def write_atomic(path: Union[str, Path], data: Union[bytes, str]) -> Path:
     return path
 
 
-def not_a_file(path: Union[str, Path]) -> Optional[str]:
-    """None for a regular file (links followed); else what `path` is instead, as words after its name."""
+FILE, FOLDER = "a file", "a folder"
+
+
+def file_kind(path: Union[str, Path]) -> Optional[str]:
+    """FILE, FOLDER, what else `path` is ("a FIFO", "a symbolic link loop", ...), or None when nothing is
+    there. Only `stat` is used: nothing is opened, so a FIFO cannot block."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        return "is a broken link" if os.path.islink(path) else "does not exist"
-    except OSError as err:
+        return "a broken symbolic link" if os.path.islink(path) else None
+    except OSError as err:  # ELOOP, EACCES on a folder above, a name too long, ...
         if err.errno == errno.ELOOP:
-            return "is a loop of symbolic links"
-        return f"cannot be read ({err.strerror or err})"
+            return "a symbolic link loop"
+        return f"not accessible ({err.strerror or err.__class__.__name__})"
     if stat.S_ISREG(mode):
-        return None
+        return FILE
     if stat.S_ISDIR(mode):
-        return "is a folder, not a file"
+        return FOLDER
     if stat.S_ISFIFO(mode):
-        return "is a FIFO (named pipe), not a file"
+        return "a FIFO"
     if stat.S_ISSOCK(mode):
-        return "is a socket, not a file"
+        return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "is a device, not a file"
-    return "is not a regular file"
+        return "a device"
+    return "not a regular file"
+
+
+_SAID = {None: "does not exist", FOLDER: "is a folder, not a file", "a FIFO": "is a FIFO (named pipe), not a file",
+         "a broken symbolic link": "is a broken link", "a symbolic link loop": "is a loop of symbolic links",
+         "not a regular file": "is not a regular file"}
+
+
+def not_a_file(path: Union[str, Path]) -> Optional[str]:
+    """None for a regular file (links followed); else what `path` is instead, as words after its name."""
+    kind = file_kind(path)
+    if kind == FILE:
+        return None
+    if kind in _SAID:
+        return _SAID[kind]
+    if kind.startswith("not accessible"):
+        return "cannot be read" + kind[len("not accessible"):]
+    return f"is {kind}, not a file"

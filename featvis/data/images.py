@@ -29,12 +29,9 @@ Headers only, before any pixel is decoded (`_header`, PIL's lazy open):
 
 from __future__ import annotations
 
-import errno
 import glob
 import logging
-import os
 import random
-import stat
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -52,6 +49,7 @@ from featvis.config.paths import resolve_asset, resolve_model_config
 from featvis.data.limits import DECODER_MAX_PIXELS, DEFAULT_MAX_PIXELS
 from featvis.data.names import Names
 from featvis.errors import InputError
+from featvis.io import FILE, FOLDER, file_kind
 from featvis.model.options import Options, apply_options
 from featvis.stderr import to_log, warn
 
@@ -136,33 +134,6 @@ def find_files(spec: str, key: str) -> List[Path]:
         return files
     raise InputError(f"{key}={spec!r} does not exist: pass an image file, a folder or a glob "
                      f"such as {key}='data/*.png'")
-
-
-FILE, FOLDER = "a file", "a folder"
-
-
-def file_kind(path: Path) -> Optional[str]:
-    """FILE, FOLDER, what else `path` is ("a FIFO", "a symbolic link loop", ...), or None when nothing is
-    there. Only `stat` is used: nothing is opened, so a FIFO cannot block."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "a broken symbolic link" if os.path.islink(path) else None
-    except OSError as err:  # ELOOP, EACCES on a folder above, a name too long, ...
-        if err.errno == errno.ELOOP:
-            return "a symbolic link loop"
-        return f"not accessible ({err.strerror or err.__class__.__name__})"
-    if stat.S_ISREG(mode):
-        return FILE
-    if stat.S_ISDIR(mode):
-        return FOLDER
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 def _regular(paths: List[Path], spec: str, key: str) -> List[Path]:
