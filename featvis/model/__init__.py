@@ -6,5 +6,7 @@
     options      model.cfg_options and model.scale applied to the mmseg config before it is built
     extras       the OpenMMLab extras (mmdet, mmpretrain) a config needs, named when missing
     mismatch     the checkpoint's keys and shapes against the model's (model.strict)
+    stride       a network's input stride (DDRNet, PIDNet), found once after a size mismatch; pads as
+                 SegDataPreProcessor's test_cfg size_divisor does
     cache        models kept for the next job of the process
 """

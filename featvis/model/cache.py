@@ -7,6 +7,8 @@ differ (config file, checkpoint file, device, trust, strict, model.cfg_options a
 model.scale), with the files' size and mtime so that an edited file is loaded again. At most
 FEATVIS_MODEL_CACHE models (default 2) are kept, least recently used first out (cachetools'
 LRUCache). Jobs leave nothing on a cached model: their hooks are removed on every exit path and no gradient is kept.
+What a model learnt about itself stays with it: the stride a network needs its input padded to
+(`stride.py`, set in its data_preprocessor's test_cfg), so the next job does not probe again.
 """
 
 from __future__ import annotations
