@@ -11,8 +11,23 @@ One package per stage of a job, in the order the data flows:
     backends/  where pictures go: local PNGs, W&B, MMEngine's other vis backends
     sweep/     multirun sweeps: shared forward passes, per-job results, contact sheets, summaries
 
+    engine/    Session: the library's entry, no Hydra: a model, layers and a reduction -> pictures
     pipeline/  one job, stage after stage; cli.py: the Hydra entry point with one-line errors
     signals.py: SIGTERM and SIGHUP handled like Ctrl-C; stderr.py: C libraries' stderr into the log
 """
 
 __version__ = "0.1.0"
+
+_ENGINE = ("Session", "Pictures", "Normalize")  # featvis.engine: loaded on first use, so `import featvis`
+# (the command line's start) imports no torch or mmseg
+
+
+def __getattr__(name: str):
+    if name in _ENGINE:
+        from featvis import engine  # noqa: PLC0415
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'featvis' has no attribute {name!r}")
+
+
+__all__ = ["Normalize", "Pictures", "Session", "__version__"]

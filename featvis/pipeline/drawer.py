@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from featvis.backends.encoding import workers
 from featvis.backends.visualizer import FeatureVisualizer
-from featvis.config.schema import NormalizeMode
 from featvis.pipeline.result import JobResult
 from featvis.record.recorded import Recorded
 from featvis.reduce.base import Reduced
@@ -41,7 +40,7 @@ class Drawer:
         self.style, self.visualizer, self.result = style, visualizer, result
         self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
         self.shared: Optional[Dict[str, SharedRange]] = (
-            {} if style.scale.mode == NormalizeMode.shared else None)  # layer -> its range over the run
+            {} if style.scale.mode == "shared" else None)  # layer -> its range over the run
         self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
         self._pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="featvis-draw")
         self._queue: "queue.Queue[Optional[Tuple[Recorded, Future]]]" = queue.Queue(

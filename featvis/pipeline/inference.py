@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 from mmseg.apis import inference_model
@@ -26,27 +26,29 @@ from torch import nn
 from featvis.data import images as inputs
 from featvis.errors import LayerNotFoundError
 from featvis.model.load import LoadedModel
+from featvis.pipeline import forward_cache
 from featvis.pipeline.forward_errors import run_explained
 from featvis.record.layers import Selected
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder, flatten
 from featvis.reduce.base import Reduced, Reduction
-from featvis.sweep import shared_forward
 
 log = logging.getLogger(__name__)
 
 
 def first_pass(reduction: Reduction, loaded: LoadedModel, record: Callable[..., FeatureRecorder],
-               samples: List[inputs.Sample]) -> None:
+               items: Iterable[inputs.Loaded]) -> None:
     """For a reduction that needs_first_pass: show it every map of every image (`observe`), then `fit`."""
+    images = 0
     with record(reduction.observe, sketch_points=None) as recorder:  # the sketch is taken in the real pass
-        for item in inputs.iter_loaded(samples, []):  # decoding problems are reported by the main pass
+        for item in items:
+            images += 1
             # a too-small image: one line saying so; a model that needs padding: padded, run again
             run_explained(partial(inference_model, loaded.model, item.image_bgr), loaded.model, item,
                           loaded.config, discard=recorder.pop)
             recorder.pop()
     reduction.fit()
-    log.info("%s: first pass over %d images done", reduction.name, len(samples))
+    log.info("%s: first pass over %d images done", reduction.name, images)
 
 
 class Inference:
@@ -57,7 +59,7 @@ class Inference:
     """
 
     def __init__(self, reduction: Reduction, loaded: LoadedModel, layers: List[Any], recorder: FeatureRecorder,
-                 sharing: Optional[shared_forward.Sharing] = None) -> None:
+                 sharing: Optional[forward_cache.Sharing] = None) -> None:
         self.model, self.reduction, self.layers, self.sharing = loaded.model, reduction, layers, sharing
         self.own = [layer.name for layer in layers]
         self.config = loaded.config  # model.config, for the one line of a failed forward (forward_errors)

@@ -95,7 +95,7 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     samples, plan = _within_memory(cfg, loaded, layers, extra, reduction, samples, problems)
     inference = Inference(reduction, loaded, layers, record(reduction), sharing)
     if reduction.needs_first_pass(reduction.config):  # pca_rgb's shared basis: fitted over every image first
-        first_pass(reduction, loaded, record, samples)
+        first_pass(reduction, loaded, record, inputs.iter_loaded(samples, []))  # decoding problems: the main pass's
     items = masks.checked(inputs.iter_loaded(samples, problems), len(loaded.dataset_meta["classes"]), result.labels)
     with inference as infer:
         first = _first_image(items, problems)  # a single image that does not decode fails before any output

@@ -15,7 +15,6 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, Optional, Type
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -92,9 +91,11 @@ def create(name: str, model: Optional[nn.Module] = None, **options: Any) -> Redu
     return cls(cls.config_class(name=name, **options), model)
 
 
-def store_configs(cs: Optional[ConfigStore] = None) -> None:
+def store_configs(cs: Optional[Any] = None) -> None:
     """Store every reduction's config dataclass in Hydra's ConfigStore as `reduction/base_<name>`,
     its name filled in, as in Hydra's schema tutorial: <name>.yaml has `defaults: [base_<name>, _self_]`."""
+    from hydra.core.config_store import ConfigStore  # noqa: PLC0415 (the engine runs without Hydra)
+
     cs = cs or ConfigStore.instance()
     for name, cls in reductions().items():
         cs.store(group=GROUP, name=f"base_{name}", node=cls.config_class(name=name))
