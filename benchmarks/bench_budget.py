@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""featvis's memory estimate (featvis.pipeline.budget) against the peak RSS a job really reaches.
+"""featvis's memory estimate (featvis.engine.budget) against the peak RSS a job really reaches.
 
     python benchmarks/bench_budget.py [--cases demo,ann] [--limit-gib 16]
 

@@ -11,8 +11,9 @@ One package per stage of a job, in the order the data flows:
     backends/  where pictures go: local PNGs, W&B, MMEngine's other vis backends
     sweep/     multirun sweeps: shared forward passes, per-job results, contact sheets, summaries
 
-    engine/    Session: the library's entry, no Hydra: a model, layers and a reduction -> pictures
-    pipeline/  one job, stage after stage; cli.py: the Hydra entry point with one-line errors
+    engine/    Session, the library's entry (no Hydra): a model, layers and a reduction -> pictures;
+               the forward pass, the drawing threads, the memory plan
+    pipeline/  the command line's job on the engine; mode=list; cli.py: the Hydra entry point
     signals.py: SIGTERM and SIGHUP handled like Ctrl-C; stderr.py: C libraries' stderr into the log
 """
 

@@ -26,9 +26,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from featvis.config import bounded, confined, data_only
 from featvis.config.job import from_hydra
 from featvis.config.schema import Mode, register_configs, validate
+from featvis.engine.result import RESULTS_DIR
 from featvis.errors import FeatvisError
 from featvis.pipeline import output_folder
-from featvis.pipeline.result import RESULTS_DIR
 from featvis.signals import describe, exit_code, handle_termination, received
 from featvis.sweep import manifest, outcome
 
@@ -69,7 +69,7 @@ def job(cfg: DictConfig) -> None:
     try:
         config = validate(cfg)  # the one conversion: typed dataclasses from here on
         if config.mode == Mode.list:
-            from featvis.record import listing  # noqa: PLC0415 - lazy: imports mmseg (~6 s), not needed for config errors
+            from featvis.pipeline import listing  # noqa: PLC0415 - lazy: imports mmseg (~6 s), not needed for config errors
 
             print(listing.list_modules(config), flush=True)
         else:

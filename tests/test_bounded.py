@@ -15,8 +15,8 @@ from mmcv.transforms import Resize
 
 from featvis.config.job import JobInfo
 from featvis.data.images import Sample
+from featvis.engine import budget as memory
 from featvis.errors import ConfigError
-from featvis.pipeline import budget as memory
 from featvis.pipeline import job as pipeline
 from tests.conftest import DEMO_IMAGE, ROOT, cli_env, compose_cfg, error_line, run_cli
 from tests.test_inputs import _png_header_claiming
@@ -275,7 +275,7 @@ def test_mask_folder_matching_no_image_is_a_warning_on_stderr(tmp_path, capsys):
 def test_probe_leaves_torch_dynamo_unimported():
     """TorchDispatchMode wraps a mode's __torch_dispatch__ in dynamo's disable unless told not to: its
     first call imported torch._dynamo (0.9 s and 33 MB: more than the demo job's three forward passes)."""
-    code = ("import sys; from featvis.model.load import load_model; from featvis.pipeline.budget import probe; "
+    code = ("import sys; from featvis.model.load import load_model; from featvis.engine.budget import probe; "
             "m = load_model('featvis::configs/demo_pspnet.py', 'featvis::checkpoints/demo_pspnet.pth', 'cpu').model; "
             "assert probe(m) is not None; print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True,

@@ -12,11 +12,11 @@ from featvis.cli import one_line
 from featvis.config.job import JobInfo
 from featvis.config.paths import resolve_model_config
 from featvis.data import images as inputs
+from featvis.engine import forward_errors
 from featvis.errors import ConfigError, ForwardError, InputError
 from featvis.model import cache as model_cache
 from featvis.model.load import load_model
 from featvis.model.options import apply_options, canonical
-from featvis.pipeline import forward_errors
 from featvis.pipeline import job as pipeline
 from featvis.sweep.plan import share_key
 from tests.conftest import DEMO_IMAGE, compose_cfg, error_line, run_cli
@@ -186,7 +186,7 @@ def test_an_override_without_the_plus_says_to_add_one():
 
 
 def test_the_listing_gives_the_same_line_for_a_too_small_image(tmp_path):
-    from featvis.record.listing import list_modules
+    from featvis.pipeline.listing import list_modules
 
     image = tmp_path / "tiny.png"
     Image.new("RGB", (8, 8)).save(image)

@@ -14,8 +14,8 @@ from featvis.config.paths import ASSETS
 from featvis.config.schema import validate
 from featvis.errors import ConfigError, LayerNotFoundError
 from featvis.model.load import load_model
+from featvis.pipeline.listing import OutputShapes, format_output, list_modules
 from featvis.record.layers import select_layers
-from featvis.record.listing import OutputShapes, format_output, list_modules
 from tests.conftest import compose_cfg, run_cli, wandb_runs
 
 FIRST_IMAGE = sorted((ASSETS / "demo" / "images").glob("*.png"))[0]  # what the default `image` lists with
@@ -128,7 +128,7 @@ def test_no_hooks_left_on_the_model(demo):
 
 
 def test_no_hooks_left_when_the_forward_fails(demo, monkeypatch):
-    from featvis.record import listing
+    from featvis.pipeline import listing
 
     before = hook_count(demo.model)
 

@@ -8,7 +8,7 @@ import pytest
 
 from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS
-from featvis.pipeline import drawer
+from featvis.engine import drawer
 from featvis.pipeline import job as pipeline
 from featvis.render.draw import SCALE_BAR_GAP, scale_bar_rows
 from featvis.render.labels import overlay_labels

@@ -17,10 +17,11 @@ from torch import nn
 from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS, SAMPLE_IMAGE
 from featvis.config.schema import validate
+from featvis.engine.inference import check_drawn
 from featvis.errors import ConfigError, LayerNotFoundError
 from featvis.pipeline import job as pipeline
-from featvis.pipeline.inference import check_drawn
-from featvis.record import listing, presets
+from featvis.pipeline import listing
+from featvis.record import presets
 from featvis.record.layers import Selected, select_layers
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder

@@ -2,7 +2,7 @@
 
 - MMEngine's `_load_checkpoint_to_model` (featvis.model.load): featvis reads the checkpoint
   itself (weights_only) and hands the dict over, for MMEngine's key revision and reporting.
-- mmseg's `_preprare_data` (sic; featvis.record.gradcam, featvis.pipeline.forward_errors): the
+- mmseg's `_preprare_data` (sic; featvis.record.gradcam, featvis.engine.forward_errors): the
   exact preparation `inference_model` does, for Grad-CAM's forward pass with gradients and for
   the size a failed forward pass was fed.
 - Hydra's `BasicSweeper.split_arguments` and the basic launcher's path (featvis.sweep.plan):

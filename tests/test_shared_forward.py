@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from featvis.config.job import JobInfo
+from featvis.engine import budget
 from featvis.model import cache as model_cache
-from featvis.pipeline import budget
 from featvis.pipeline import job as pipeline
 from featvis.sweep import shared_forward
 from featvis.sweep.plan import PLAN_FILE, make_plan, share_key

@@ -17,10 +17,10 @@ import torch
 
 from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS
+from featvis.engine.result import JobResult
 from featvis.errors import CheckpointError
 from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
-from featvis.pipeline.result import JobResult
 from featvis.sweep.results import JobRecord, job_record
 from tests.conftest import DEMO_IMAGE, compose_cfg, error_line, history, run_cli, wandb_records, wandb_runs
 

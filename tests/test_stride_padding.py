@@ -29,11 +29,11 @@ from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS
 from featvis.config.schema import validate
 from featvis.data import images as inputs
+from featvis.engine.forward_errors import run_explained
 from featvis.errors import InputError
 from featvis.model import cache as model_cache
 from featvis.model import stride
 from featvis.pipeline import job as pipeline
-from featvis.pipeline.forward_errors import run_explained
 from featvis.render.align import align
 from featvis.render.heatmap import overlay_maps
 from featvis.render.labels import overlay_labels
@@ -71,7 +71,7 @@ def _loaded(cfg):
 
 
 # the code that runs the model on the job's images, or probes its stride (not the memory budget's probes)
-RUNS_IMAGES = ("featvis/pipeline/inference.py", "featvis/model/stride.py", "featvis/pipeline/forward_errors.py")
+RUNS_IMAGES = ("featvis/engine/inference.py", "featvis/model/stride.py", "featvis/engine/forward_errors.py")
 
 
 @pytest.fixture
@@ -220,7 +220,7 @@ def test_slide_inference_over_a_padded_input(tmp_path, forwards):
 
 
 def test_the_listing_runs_a_padded_model_and_lists_one_pass(tmp_path):
-    from featvis.record.listing import list_modules
+    from featvis.pipeline.listing import list_modules
 
     text = list_modules(_cfg("ddrnet", _photo(tmp_path), "mode=list", "listing.filter=backbone.stem.0.conv"))
     assert "fed to the model as 300x451 padded to 304x456 (img_shape)" in text

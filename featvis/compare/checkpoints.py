@@ -41,7 +41,7 @@ from cachetools import LRUCache
 from featvis.compare.cka import Accumulator
 from featvis.compare.sketch import SKETCH_FILE, Sketch
 from featvis.config.job import PLUMBING
-from featvis.pipeline.result import RESULTS_DIR
+from featvis.engine.result import RESULTS_DIR
 from featvis.sweep.results import JobRecord, load_results
 
 log = logging.getLogger(__name__)

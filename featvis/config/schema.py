@@ -172,7 +172,7 @@ class Config:
     # an image or mask over this many pixels (width x height in its header) is refused before it is
     # decoded, like an unreadable one (featvis.data.limits: PIL's limit; at most OpenCV's 2**30)
     max_image_pixels: int = DEFAULT_MAX_PIXELS
-    # memory, in GiB, a job may plan for (featvis.pipeline.budget): null = what the machine has available
+    # memory, in GiB, a job may plan for (featvis.engine.budget): null = what the machine has available
     # (MemAvailable, the cgroup's limit, ulimit -v; on CUDA the device's free memory); a number replaces it
     max_memory_gib: Optional[float] = None
     sample: SampleMode = SampleMode.first  # which images when max_images is set

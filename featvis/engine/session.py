@@ -28,11 +28,11 @@ from featvis.data.batches import same_shape_batches
 from featvis.data.images import Loaded
 from featvis.data.limits import DEFAULT_MAX_PIXELS
 from featvis.engine import inputs
+from featvis.engine.drawer import stats_scalars
+from featvis.engine.inference import Inference, check_drawn, first_pass
 from featvis.engine.model import ModelLike, prepare
 from featvis.engine.sinks import Backends, Sink
 from featvis.errors import ConfigError
-from featvis.pipeline.drawer import stats_scalars
-from featvis.pipeline.inference import Inference, check_drawn, first_pass
 from featvis.record import presets
 from featvis.record.layers import Selected
 from featvis.record.recorded import Recorded
@@ -77,9 +77,12 @@ class Normalize:
     scale_bar: bool = True
 
     @classmethod
-    def of(cls, given: Union[None, "Normalize", Mapping[str, Any]]) -> "Normalize":
+    def of(cls, given: Any) -> "Normalize":
+        """From a mapping, or any object with these attributes (the command line's normalize config)."""
         if given is None or isinstance(given, Normalize):
             return given or cls()
+        if not isinstance(given, Mapping):
+            given = {key: getattr(given, key) for key in NORMALIZE_KEYS if hasattr(given, key)}
         unknown = sorted(set(given) - set(NORMALIZE_KEYS))
         if unknown:
             raise ConfigError(f"normalize has no option {unknown[0]!r}: use {list(NORMALIZE_KEYS)}")
@@ -119,8 +122,7 @@ class Session:
                  layer_presets: Optional[Mapping[str, Sequence[str]]] = None,
                  backends: Backends = None, save_dir: Optional[Union[str, Path]] = None, visualizer: Any = None,
                  run: Optional[RunInfo] = None, sketch_pixels: Optional[int] = None, sketch_seed: int = 0,
-                 max_image_pixels: int = DEFAULT_MAX_PIXELS, _extra: Sequence[Selected] = (),
-                 _sharing: Any = None, _sketch_points: Optional[np.ndarray] = None) -> None:
+                 max_image_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if not 0.0 <= float(alpha) <= 1.0:
             raise ConfigError(f"alpha={alpha} must be between 0 and 1")
         if int(batch_size) < 1:
@@ -134,18 +136,32 @@ class Session:
         self.style = DrawStyle(float(alpha), ScaleRule.from_config(self.normalize), bool(self.normalize.scale_bar),
                                self.reduction, self.loaded.dataset_meta, self.loaded.weights_note)
         self.batch_size, self.max_image_pixels = int(batch_size), int(max_image_pixels)
-        if _sketch_points is None and sketch_pixels:
-            _sketch_points = positions(int(sketch_pixels), int(sketch_seed))
-        self.extra = list(_extra)
-        self.recorder = FeatureRecorder(self.layers + self.extra, self.reduction,
-                                        watch=getattr(self.model, "backbone", None), root=self.model,
-                                        quiet=[layer.name for layer in self.extra], sketch_points=_sketch_points)
-        self.inference = Inference(self.reduction, self.loaded, self.layers, self.recorder, _sharing)
+        self.extra: List[Selected] = []  # layers recorded for others (a sweep's jobs that share forward passes)
+        self.sharing: Any = None
+        self.sketch_points = positions(int(sketch_pixels), int(sketch_seed)) if sketch_pixels else None
+        self._inference: Optional[Inference] = None
         self.sink = Sink(backends, save_dir, visualizer, run)
         self.warned: set = set()  # (layer, note) pairs logged once
         self.count = _Count()
         self._open = self._checked = self._fitted = False
         self._was_training: Optional[bool] = None
+
+    def share(self, extra: Sequence[Selected], sharing: Any, sketch_points: Optional[np.ndarray]) -> None:
+        """Before the first drawing: record `extra` layers too and keep or take forwards through `sharing`
+        (featvis.engine.forward_cache), with compare sketches at `sketch_points` (a sweep's job)."""
+        if self._inference is not None:
+            raise RuntimeError("Session.share after the session has drawn")
+        self.extra, self.sharing = list(extra), sharing
+        if sketch_points is not None:
+            self.sketch_points = sketch_points
+
+    @property
+    def inference(self) -> Inference:
+        """The forward pass with the recorder's hooks (made at the first use: `share` may come first)."""
+        if self._inference is None:
+            self._inference = Inference(self.reduction, self.loaded, self.layers,
+                                        self._record_with(self.reduction, self.sketch_points), self.sharing)
+        return self._inference
 
     # -- life cycle ---------------------------------------------------------------------------------
     def __enter__(self) -> "Session":
@@ -217,12 +233,7 @@ class Session:
     def record(self, items: Iterable[Loaded]) -> List[Recorded]:
         """The model run on `items` (decoded images) with the hooks on: each image's prediction and maps."""
         items = list(items)
-        if self.reduction.needs_first_pass(self.reduction.config) and not self._fitted:
-            self.open()  # the model in eval mode; the first pass records with its own hooks alone
-            self.inference.__exit__(None, None, None)
-            self._open = False
-            first_pass(self.reduction, self.loaded, self._record_with, items)  # pca_rgb's basis: these images
-            self._fitted = True
+        self.fit(items)
         self.open()
         out: List[Recorded] = []
         for batch in same_shape_batches(items, self.batch_size):
@@ -232,6 +243,17 @@ class Session:
                     check_drawn(out[-1], self.layers, self.inference)
                     self._checked = True
         return out
+
+    def fit(self, items: Iterable[Loaded]) -> None:
+        """A reduction that needs a first pass (pca_rgb's shared basis) sees every map of `items`, once per
+        session: `record` fits on its own images unless this was called first (the command line: every image)."""
+        if not self.reduction.needs_first_pass(self.reduction.config) or self._fitted:
+            return
+        self.open()  # the model in eval mode; the first pass records with its own hooks alone
+        self.inference.__exit__(None, None, None)
+        self._open = False
+        first_pass(self.reduction, self.loaded, self._record_with, items)
+        self._fitted = True
 
     def panels(self, recorded: Recorded, shared: Optional[Dict[str, SharedRange]] = None) -> List[Panel]:
         """One recorded image's pictures, exactly as the command line draws them."""

@@ -9,7 +9,7 @@ pads bottom and right and records `img_padding_size` and `pad_shape`, the decode
 resizes its logits to `pad_shape` and `BaseSegmentor.postprocess_result` crops them back.
 Their configs do not set it, and no config states D.
 
-So D is found lazily, and only for a model that needs it (featvis.pipeline.forward_errors
+So D is found lazily, and only for a model that needs it (featvis.engine.forward_errors
 `run_explained`): when a forward pass fails with a size mismatch, `find` runs small forward
 passes of the model on zeros, with every hook muted (`muted_hooks`: featvis's recorder sees
 none of them), at (h, w) both odd multiples of d (a multiple of d and of no larger power of
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DIVISORS = (8, 16, 32, 64, 128)  # tried in this order; the first a probe runs at is D
 PROBE_SIDE = 224  # probes are about 224 x 288 pixels: big enough for every stage to have a map
-# what a failed probe may raise: the errors of a forward pass (as featvis.pipeline.forward_errors)
+# what a failed probe may raise: the errors of a forward pass (as featvis.engine.forward_errors)
 PROBE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError)
 
 

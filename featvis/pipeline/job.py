@@ -5,7 +5,7 @@ images and masks, layers, checkpoint) is checked before any output is written, a
 outputs go to `<output_dir>/featvis.partial/`, renamed to `<output_dir>/featvis/`
 only when the job completes. A failed job never leaves results that look complete.
 Before any image is decoded, the memory each one will need is checked against what the
-machine has (featvis.pipeline.budget): an image that does not fit is skipped like an
+machine has (featvis.engine.budget): an image that does not fit is skipped like an
 unreadable one, and the decoder's and drawer's queues are shortened when large images
 would not fit them.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from functools import partial
 from typing import Iterable, Iterator, List, Tuple, Union
 
 from omegaconf import DictConfig
@@ -30,23 +29,17 @@ from featvis.data import images as inputs
 from featvis.data import masks
 from featvis.data.batches import same_shape_batches
 from featvis.data.prefetch import Prefetch
+from featvis.engine import budget as memory
+from featvis.engine.drawer import Drawer
+from featvis.engine.result import RESULTS_DIR, JobResult
+from featvis.engine.session import Session
 from featvis.errors import SkippedImagesError
 from featvis.model import cache as model_cache
 from featvis.model.load import LoadedModel
-from featvis.pipeline import budget as memory
 from featvis.pipeline import output_folder
-from featvis.pipeline.drawer import Drawer
-from featvis.pipeline.inference import Inference, check_drawn, first_pass
-from featvis.pipeline.result import RESULTS_DIR, JobResult
 from featvis.pipeline.sketches import JobSketches
-from featvis.record import presets
-from featvis.record.recorded import Recorded
-from featvis.record.recorder import FeatureRecorder
 from featvis.record.slide import slide_windows
-from featvis.reduce import registry as reductions
 from featvis.reduce.base import Reduction
-from featvis.render.panels import DrawStyle
-from featvis.render.scales import ScaleRule
 from featvis.stderr import warn
 from featvis.sweep import shared_forward
 
@@ -79,45 +72,39 @@ def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     loaded = model_cache.load(cfg.model.config, cfg.model.checkpoint, cfg.device,
                               trust_checkpoint=cfg.model.trust_checkpoint, strict=cfg.model.strict,
                               cfg_options=cfg.model.cfg_options, scale=cfg.model.scale)
-    layers = presets.select(loaded.model, presets.requested(cfg.layers.preset, cfg.layers.names),
-                            cfg.model.layer_presets)
+    # the engine: layers, reduction (its options and class checked before any output) and drawing style
+    session = Session(loaded, cfg.layers.names if cfg.layers.names is not None else cfg.layers.preset,
+                      cfg.reduction, alpha=cfg.alpha, normalize=cfg.normalize, batch_size=cfg.batch_size,
+                      layer_presets=cfg.model.layer_presets, max_image_pixels=cfg.max_image_pixels)
+    layers, reduction = session.layers, session.reduction
     log.info("model %s on %s; layers%s: %s", cfg.model.name, loaded.device,
              f" (preset {cfg.layers.preset})" if cfg.layers.preset else "", ", ".join(layer.name for layer in layers))
-    reduction = reductions.build(cfg.reduction, loaded.model)  # its options and class are checked before any output
 
     result = JobResult(output_dir=final, weights=loaded.weights_note)  # model.strict=false: what did not fit
     sharing = shared_forward.for_job(cfg, job.sweep_dir, loaded, layers)  # other jobs' layers, when planned
     extra = sharing.extra if sharing else []
-    watch = getattr(loaded.model, "backbone", None)  # its input's aspect ratio shapes token maps
     sketches = JobSketches.for_job(cfg, job, reduction, staging)  # compare.*: off unless asked, then free
-    record = partial(FeatureRecorder, layers + extra, watch=watch, root=loaded.model,
-                     quiet=[layer.name for layer in extra], sketch_points=sketches.points)
+    session.share(extra, sharing, sketches.points)
     samples, plan = _within_memory(cfg, loaded, layers, extra, reduction, samples, problems)
-    inference = Inference(reduction, loaded, layers, record(reduction), sharing)
-    if reduction.needs_first_pass(reduction.config):  # pca_rgb's shared basis: fitted over every image first
-        first_pass(reduction, loaded, record, inputs.iter_loaded(samples, []))  # decoding problems: the main pass's
+    session.fit(inputs.iter_loaded(samples, []))  # pca_rgb's shared basis: over every image first
     items = masks.checked(inputs.iter_loaded(samples, problems), len(loaded.dataset_meta["classes"]), result.labels)
-    with inference as infer:
+    with session:
         first = _first_image(items, problems)  # a single image that does not decode fails before any output
         # class_map fits some layers only, which a real map tells: its first image runs before any output too
-        early = Recorded(first, *infer(first)) if reduction.fits_some_layers else None
-        if early is not None:
-            check_drawn(early, layers, inference)
+        early = session.record([first])[0] if reduction.fits_some_layers else None
         with visualizer:
             visualizer.start()  # every input is checked by now: open W&B while the model runs
             visualizer.add_config(resolved)
-            style = DrawStyle(cfg.alpha, ScaleRule.from_config(cfg.normalize), cfg.normalize.scale_bar, reduction,
-                              loaded.dataset_meta, loaded.weights_note)
-            with Drawer(style, visualizer, result, depth=plan.drawer) as drawer:
+            with Drawer(session.style, visualizer, result, depth=plan.drawer) as drawer:
                 if early is None:  # the layers that never ran, or a job with no map: fails on the first image
-                    early = Recorded(first, *infer(first))
-                    check_drawn(early, layers, inference)
+                    early = session.record([first])[0]
                 drawer.submit(sketches.add(early))
                 with Prefetch(items, depth=plan.prefetch) as ahead:  # decoded while the model runs
                     for batch in same_shape_batches(_progress(ahead, len(samples) - 1), cfg.batch_size):
-                        for item, (sample, maps) in zip(batch, infer.batch(batch)):
-                            drawer.submit(sketches.add(Recorded(item, sample, maps)))
+                        for recorded in session.record(batch):
+                            drawer.submit(sketches.add(recorded))
             sketches.finish(visualizer, step=len(result.images) - 1)  # in the staging folder: moved with it
+    inference = session.inference
     result.forwards, result.reused, result.passes = inference.forwards, inference.reused, inference.passes
     if cfg.batch_size > 1:
         log.info("%d images in %d forward passes (batch_size=%d)", inference.forwards, inference.passes,

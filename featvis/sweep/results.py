@@ -25,9 +25,9 @@ from featvis.backends.encoding import FORMATS, SUFFIXES
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
 from featvis.backends.visualizer import save_dir as backend_save_dir
 from featvis.config.paths import config_stem
+from featvis.engine.result import RESULTS_DIR, JobResult
 from featvis.errors import SkippedImagesError
 from featvis.io import write_atomic
-from featvis.pipeline.result import RESULTS_DIR, JobResult
 from featvis.sweep import manifest
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ other jobs, which take their layers from there instead of running the model agai
 Under Hydra's basic launcher every job of a sweep runs in this process; joblib and Ray
 workers share with the jobs they happen to run.
 
-The kept forwards live in featvis.pipeline.forward_cache (the engine's, which knows no
+The kept forwards live in featvis.engine.forward_cache (the engine's, which knows no
 sweep); this module says which jobs share them. A group that keeps sketches says so in its
 key (featvis.sweep.plan.share_key), so a job that takes a kept forward finds the sketch it
 needs, at its own positions.
@@ -20,9 +20,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
+from featvis.engine.forward_cache import Sharing, capacity_bytes, clear, held_bytes  # noqa: F401 (tests' names)
 from featvis.errors import LayerNotFoundError
 from featvis.model.load import LoadedModel
-from featvis.pipeline.forward_cache import Sharing, capacity_bytes, clear, held_bytes  # noqa: F401 (tests' names)
 from featvis.record import presets
 from featvis.record.layers import Selected
 from featvis.sweep.plan import group_of

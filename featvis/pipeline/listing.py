@@ -35,9 +35,9 @@ from torch import nn
 
 from featvis.config.schema import Config, validate
 from featvis.data import images as inputs
+from featvis.engine.forward_errors import run_explained
 from featvis.errors import LayerNotFoundError
 from featvis.model.load import LoadedModel, load_model
-from featvis.pipeline.forward_errors import run_explained
 from featvis.record import presets as layer_presets
 from featvis.record.auxiliary import AuxiliaryRun
 from featvis.record.hooks import HookSet

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from featvis.backends.encoding import workers
 from featvis.backends.visualizer import FeatureVisualizer
-from featvis.pipeline.result import JobResult
+from featvis.engine.result import JobResult
 from featvis.record.recorded import Recorded
 from featvis.reduce.base import Reduced
 from featvis.render.align import crop_valid

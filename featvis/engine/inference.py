@@ -4,7 +4,7 @@ A reduction that uses_gradients (Grad-CAM) runs the model itself; one that needs
 pass (pca_rgb with a shared basis) sees every image once before (`first_pass`); an image
 an earlier job of the sweep already ran is taken from what that job kept (share_forward).
 A forward pass that fails (an image too small for the model) is one line naming the image
-(featvis.pipeline.forward_errors); one that fails because the network needs its input to be a
+(featvis.engine.forward_errors); one that fails because the network needs its input to be a
 multiple of its stride (DDRNet, PIDNet) is run again on the input padded to it, after what the
 failed pass recorded is dropped (featvis.model.stride: found once per model, and only then).
 With padding, the compare sketch's points are moved into the part of each map that covers
@@ -24,10 +24,10 @@ from mmseg.apis import inference_model
 from torch import nn
 
 from featvis.data import images as inputs
+from featvis.engine import forward_cache
+from featvis.engine.forward_errors import run_explained
 from featvis.errors import LayerNotFoundError
 from featvis.model.load import LoadedModel
-from featvis.pipeline import forward_cache
-from featvis.pipeline.forward_errors import run_explained
 from featvis.record.layers import Selected
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder, flatten

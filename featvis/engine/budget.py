@@ -426,7 +426,7 @@ class Cost:
 @dataclass(frozen=True)
 class Plan:
     prefetch: int  # images decoded ahead (featvis.data.prefetch.Prefetch's depth)
-    drawer: int  # images waiting to be drawn and logged (featvis.pipeline.drawer.Drawer's depth)
+    drawer: int  # images waiting to be drawn and logged (featvis.engine.drawer.Drawer's depth)
     need: float  # the estimate at these depths, in bytes
 
 
