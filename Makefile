@@ -15,9 +15,11 @@ run: setup
 test: setup lint
 	$(PY) -m pytest -q $(ARGS)
 
-# ruff, with the config in pyproject.toml (make test runs it first, so CI does too)
+# ruff, and the layers contract of import-linter (both configured in pyproject.toml); make test runs
+# them first, so CI does too
 lint: setup
 	.venv/bin/ruff check featvis tests benchmarks scripts run.py
+	.venv/bin/lint-imports
 
 bench: setup
 	$(PY) benchmarks/bench_pipeline.py $(ARGS)

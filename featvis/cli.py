@@ -23,12 +23,11 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from featvis.config import bounded, confined, data_only
+from featvis.config import bounded, confined, data_only, output_folder
 from featvis.config.job import from_hydra
 from featvis.config.schema import Mode, register_configs, validate
 from featvis.engine.result import RESULTS_DIR
 from featvis.errors import FeatvisError
-from featvis.pipeline import output_folder
 from featvis.signals import describe, exit_code, handle_termination, received
 from featvis.sweep import manifest, outcome
 

@@ -35,11 +35,11 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from torch.utils.data import DataLoader, Dataset
 
-from featvis.compare.checkpoints import sketch_path
 from featvis.config.paths import ASSETS
 from featvis.demo.scenes import CLASSES, PALETTE, generate_scene, scene_rng
 from featvis.demo.train import build_model
 from featvis.render.draw import pad_below
+from featvis.sweep.checkpoints import sketch_path
 from featvis.sweep.results import load_results
 from featvis.sweep.summary import summarize
 

@@ -26,7 +26,7 @@ pip=("$VENV/bin/python" -m pip install --disable-pip-version-check --quiet)
 
 if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
     echo "featvis setup: building mmcv 2.1.0 with its compiled ops from source."
-    echo "featvis setup: the first install compiles mmcv: the whole set-up took 8-10 minutes on 2 cores"
+    echo "featvis setup: the first install compiles mmcv: the whole set-up took 8-15 minutes on 2 cores"
     echo "featvis setup: with an empty pip cache; pip caches the wheel, so later installs take seconds."
     # opencv-python-headless first, so mmcv does not pull the GUI build of opencv.
     "${pip[@]}" "numpy<2.3" opencv-python-headless mmengine==0.10.7

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from featvis.compare.checkpoints import compare_checkpoints, pick_baseline, sketch_path
-from featvis.compare.diff import GAP, HEADER_H, LABEL_W, TILE_H, difference
 from featvis.compare.sketch import SketchWriter
 from featvis.config.paths import ASSETS
 from featvis.render.draw import scale_bar_rows
+from featvis.sweep.checkpoints import compare_checkpoints, pick_baseline, sketch_path
+from featvis.sweep.diff import GAP, HEADER_H, LABEL_W, TILE_H, difference
 from featvis.sweep.results import RESULT_FILE, JobRecord, load_results
 from featvis.sweep.summary import summarize
 from tests.conftest import run_cli
@@ -228,7 +228,7 @@ def test_sweeps_without_sketches_are_summarized_as_before(tmp_path):
 
 
 def test_the_numbers_are_computed_once_per_pair_of_files(tmp_path, monkeypatch):
-    from featvis.compare import checkpoints
+    from featvis.sweep import checkpoints
 
     sweep = tmp_path / "sweep"
     feats = _features(0)

@@ -16,8 +16,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from featvis.config import output_folder
 from featvis.errors import SkippedImagesError
-from featvis.pipeline import output_folder
 from featvis.signals import Terminated, handle_termination, reset
 from featvis.sweep import outcome
 from featvis.sweep.results import RESULT_FILE, JobRecord
@@ -96,7 +96,7 @@ def test_a_second_job_into_a_busy_folder_fails_at_once_and_the_first_keeps_its_o
 
 
 def _hold_in_another_process(folder: Path) -> subprocess.Popen:
-    code = ("import sys, time; from featvis.pipeline import output_folder as f; "
+    code = ("import sys, time; from featvis.config import output_folder as f; "
             "f.acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -130,7 +130,7 @@ def test_holding_is_reentrant_within_a_process(tmp_path):
     with output_folder.hold(tmp_path):
         with output_folder.hold(tmp_path):  # featvis.cli and the pipeline both hold the run folder
             pass
-        probe = subprocess.run([sys.executable, "-c", "import sys; from featvis.pipeline import output_folder as f;"
+        probe = subprocess.run([sys.executable, "-c", "import sys; from featvis.config import output_folder as f;"
                                 "f.acquire(sys.argv[1])", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
         assert probe.returncode == 1 and f"in use by featvis job PID {os.getpid()}" in probe.stderr
     assert output_folder.acquire(tmp_path) == tmp_path  # let go of by the outer hold

@@ -29,26 +29,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
-import torch
 
 from featvis.io import write_atomic
+from featvis.record.sampling import positions, sample  # noqa: F401 (the sketch's names for them)
 
 SKETCH_FILE = "sketch.npz"
 VERSION = 1
-
-
-def positions(pixels: int, seed: int) -> np.ndarray:
-    """P normalized (y, x) points in [0, 1), the same for a given (pixels, seed) in every job."""
-    return np.random.default_rng(seed).random((pixels, 2))
-
-
-def sample(feat: torch.Tensor, points: np.ndarray) -> np.ndarray:
-    """A (C, H, W) map's features under `points` (nearest cell): (P, C) float16 on the CPU."""
-    _, h, w = feat.shape
-    ys = torch.as_tensor(np.minimum((points[:, 0] * h).astype(np.int64), h - 1), device=feat.device)
-    xs = torch.as_tensor(np.minimum((points[:, 1] * w).astype(np.int64), w - 1), device=feat.device)
-    rows = feat.detach()[:, ys, xs].T.float()
-    return rows.clamp(-65504, 65504).half().cpu().numpy()  # float16's range: an overflow is no inf
 
 
 @dataclass

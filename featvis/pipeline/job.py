@@ -23,6 +23,7 @@ from rich.progress import track
 from featvis.backends.base import RunInfo
 from featvis.backends.encoding import workers
 from featvis.backends.visualizer import FeatureVisualizer
+from featvis.config import output_folder
 from featvis.config.job import JobInfo
 from featvis.config.schema import Config, NormalizeMode, plain, validate
 from featvis.data import images as inputs
@@ -36,7 +37,6 @@ from featvis.engine.session import Session
 from featvis.errors import SkippedImagesError
 from featvis.model import cache as model_cache
 from featvis.model.load import LoadedModel
-from featvis.pipeline import output_folder
 from featvis.pipeline.sketches import JobSketches
 from featvis.record.slide import slide_windows
 from featvis.reduce.base import Reduction

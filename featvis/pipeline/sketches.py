@@ -15,7 +15,7 @@ backend as panel `similarity/layers` of the pseudo image `layer_similarity`, at 
 image's step (W&B keeps one history row per image).
 
 In a sweep whose baseline job (compare.baseline, else the first) finished before this one,
-`finish` also compares this job's sketch with the baseline's (featvis.compare.checkpoints
+`finish` also compares this job's sketch with the baseline's (featvis.sweep.checkpoints
 `against_baseline`, the summary's own arithmetic) and logs `cka/<layer>` and
 `change/<layer>` as scalars of this job's run.
 
@@ -34,7 +34,6 @@ from hydra.core.hydra_config import HydraConfig
 
 from featvis.backends.encoding import write_png
 from featvis.backends.visualizer import FeatureVisualizer
-from featvis.compare.checkpoints import against_baseline
 from featvis.compare.layers import LayerSimilarity, write_csv
 from featvis.compare.sketch import SketchWriter, positions
 from featvis.config.job import JobInfo
@@ -43,6 +42,7 @@ from featvis.reduce.base import Reduction
 from featvis.render.align import crop_valid
 from featvis.render.panel import Panel
 from featvis.render.similarity import similarity_picture
+from featvis.sweep.checkpoints import against_baseline
 from featvis.sweep.results import JobRecord
 
 log = logging.getLogger(__name__)

@@ -44,9 +44,9 @@ from torch import nn
 from featvis.errors import ReductionError
 from featvis.record.hooks import HookSet
 from featvis.record.layers import Selected
+from featvis.record.recorded import Reduced
 from featvis.record.recorder import pick_output
 from featvis.record.tokens import token_grid, tokens_to_map
-from featvis.reduce.base import Reduced
 
 
 @dataclass

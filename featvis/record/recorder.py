@@ -38,14 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from featvis.compare.sketch import sample
 from featvis.errors import LayerNotFoundError
 from featvis.record.auxiliary import AuxiliaryRun
 from featvis.record.hooks import HookSet
 from featvis.record.layers import Pick, Selected, format_pick
+from featvis.record.recorded import Reduced
+from featvis.record.sampling import sample
 from featvis.record.slide import Stitcher, Window, slide_windows
 from featvis.record.tokens import token_grid, tokens_to_map
-from featvis.reduce.base import Reduced
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from featvis.render.scales import CONSTANT_RTOL
-
+CONSTANT_RTOL = 1e-5  # a map whose range is below this fraction of its magnitude is constant
 PER_WINDOW_NOTE = "global pooling: one value per slide window, not drawn as a map"
 
 Window = Tuple[int, int, int, int]  # y1, y2, x1, x2 in input pixels
@@ -110,7 +109,7 @@ class Stitcher:
 
 def spatially_constant(fmap: torch.Tensor) -> bool:
     """Whether every channel of a (..., h, w) map is one value over space (up to float rounding,
-    CONSTANT_RTOL as featvis.render.scales.is_constant); a map with NaN or Inf is not."""
+    CONSTANT_RTOL, which featvis.render.scales.is_constant uses too); a map with NaN or Inf is not."""
     if fmap.shape[-2] * fmap.shape[-1] <= 1:
         return True
     flat = fmap.detach().flatten(-2).float()

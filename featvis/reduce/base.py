@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, FrozenSet, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from featvis.errors import ConfigError
+from featvis.record.recorded import ModelPass, Reduced  # noqa: F401 (the reductions' names for them)
 
 
 @dataclass
@@ -48,28 +49,6 @@ class ClassTargetConfig(ReductionConfig):
     """The options of a reduction that needs_class."""
 
     target_class: Optional[str] = None  # a class name or index of the model's dataset
-
-
-@dataclass
-class Reduced:
-    maps: torch.Tensor  # (K, H, W) float32 on the CPU
-    channels: Optional[List[int]] = None  # the channels kept, for captions (None: a mix of all)
-    note: Optional[str] = None  # what a caption should add, e.g. the variance PCA explains
-    # activation statistics of the full (C, H, W) map before reduction (set by the recorder):
-    # {"mean", "std", "zero_fraction", "max"}; None where not computed (Grad-CAM)
-    stats: Optional[Dict[str, float]] = None
-    stride: Optional[float] = None  # input pixels per map pixel (8.0: a 1/8 map); set by the recorder
-    # the full (C, H, W) map's features at the compare sample's pixels (featvis.compare.sketch):
-    # P x C float16 on the CPU, set by the recorder when the job keeps a sketch; else None
-    sketch: Optional[np.ndarray] = None
-
-
-@dataclass
-class ModelPass:
-    """One image as a reduction that uses_gradients records it, running the model itself."""
-
-    sample: Any  # mmseg's SegDataSample: the prediction, as inference_model returns it
-    maps: Dict[str, Reduced]  # sub-name (as the recorder names it) -> its map, in the user's layer order
 
 
 class Reduction(ABC):

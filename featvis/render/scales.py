@@ -16,13 +16,13 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from featvis.record.slide import CONSTANT_RTOL
 from featvis.render.colormaps import DIVERGING, JET
 
 NORMALIZE_MODES = ("per_map", "shared", "fixed", "percentile")
 
 COLORMAPS = ("auto", JET, DIVERGING)
 
-CONSTANT_RTOL = 1e-5  # a map whose range is below this fraction of its magnitude is constant
 
 
 def is_constant(values: np.ndarray) -> bool:

@@ -2,7 +2,7 @@
 
 - `OutputLock`: hold the run folder (a single run) or the sweep folder (a multirun)
   before Hydra writes anything into it, so a second job into a busy folder fails at
-  once (featvis.pipeline.output_folder); a sweep folder that is a system folder or holds
+  once (featvis.config.output_folder); a sweep folder that is a system folder or holds
   anything already is refused, and the sweep's manifest written (featvis.sweep.manifest);
   a multirun's start is noted for the exit code and the failed jobs' lines (featvis.sweep.outcome);
 - `SweepPlan`: when a sweep starts, write its plan (featvis.sweep.plan), so jobs that
@@ -28,8 +28,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from featvis.config import output_folder
 from featvis.errors import FeatvisError
-from featvis.pipeline import output_folder
 from featvis.sweep import manifest, outcome
 from featvis.sweep.plan import expected_jobs, sweep_overrides, write_plan
 from featvis.sweep.results import load_results

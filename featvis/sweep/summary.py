@@ -9,10 +9,10 @@ It reads every job's result record (featvis.sweep.results) and writes, in
   their error line (featvis.sweep.index);
 - `summary.json`: the jobs, the sheets and their layout, for scripts;
 - when jobs kept sketches (compare.sketch) and differ in checkpoint, the checkpoints
-  compared layer by layer with a baseline (featvis.compare.checkpoints): in summary.json
+  compared layer by layer with a baseline (featvis.sweep.checkpoints): in summary.json
   `checkpoint_similarity` (a, b, layer, cka, change) and `checkpoint_ranking`, the CKA
   table as a picture `checkpoint_cka.png`, and per image a difference sheet
-  `diff_<image stem>.png` (featvis.compare.diff), all shown in index.html;
+  `diff_<image stem>.png` (featvis.sweep.diff), all shown in index.html;
 - with `wandb_run`, once per sweep, the W&B summary run (featvis.sweep.wandb_summary).
 
 The Hydra callback that calls it after every job is featvis.sweep.callbacks.SweepSummary.
@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from featvis.backends.encoding import png_bytes
-from featvis.compare.checkpoints import UNREADABLE, Comparison, compare_checkpoints
-from featvis.compare.diff import DiffSheet, write_diff_sheets
 from featvis.io import write_atomic
 from featvis.render.cka_table import cka_heatmap
 from featvis.sweep import manifest
+from featvis.sweep.checkpoints import UNREADABLE, Comparison, compare_checkpoints
+from featvis.sweep.diff import DiffSheet, write_diff_sheets
 from featvis.sweep.index import render_index
 from featvis.sweep.results import SUMMARY, JobRecord, load_results
 from featvis.sweep.sheets import SheetLayout, contact_sheet, sheet_stems

@@ -6,7 +6,7 @@ job's row of the image's contact sheet) and a `jobs` table (status, error, check
 layers, reduction, images). Opened through featvis.backends.wandb_run, as the jobs' runs
 are: offline unless an API key is configured.
 
-When the sweep's checkpoints were compared (featvis.compare.checkpoints), it also logs
+When the sweep's checkpoints were compared (featvis.sweep.checkpoints), it also logs
 `checkpoint_cka` (a row per layer, a column per compared checkpoint), its picture
 `checkpoint_cka_heatmap`, the difference sheets `checkpoint_diff/<image>`, and the scalars
 `cka/<checkpoint>/<layer>`: each job's CKA against the baseline. They go to the summary
@@ -27,10 +27,10 @@ import numpy as np
 from featvis.backends.encoding import png_bytes
 from featvis.backends.wandb import resolve_mode
 from featvis.backends.wandb_run import RunSpec, open_run
-from featvis.compare.checkpoints import Comparison, compare_checkpoints
-from featvis.compare.diff import diff_file
 from featvis.config.job import JobInfo
 from featvis.render.cka_table import cka_heatmap
+from featvis.sweep.checkpoints import Comparison, compare_checkpoints
+from featvis.sweep.diff import diff_file
 from featvis.sweep.results import SUMMARY, JobRecord, WandbSettings, load_results
 from featvis.sweep.sheets import contact_sheet, sheet_stems
 

@@ -1,6 +1,6 @@
 """Difference sheets: where each checkpoint's reduced maps differ from the baseline's, one picture per image.
 
-For every group of featvis.compare.checkpoints, every layer and every compared job, the
+For every group of featvis.sweep.checkpoints, every layer and every compared job, the
 per-pixel difference `job - baseline` of the layer's first reduced map (what is drawn;
 the job's map is resized to the baseline's size when they differ), coloured on the
 diverging blue-white-red scale symmetric around 0 (featvis.render.colormaps): white = no
@@ -25,13 +25,13 @@ import numpy as np
 from cachetools import LRUCache
 
 from featvis.backends.encoding import png_bytes
-from featvis.compare.checkpoints import Comparison
 from featvis.compare.sketch import Sketch
 from featvis.io import write_atomic
 from featvis.render.colormaps import DIVERGING, NEUTRAL
 from featvis.render.draw import draw_scale_bar
 from featvis.render.heatmap import colorize
 from featvis.render.scales import Scale, format_number, make_scale
+from featvis.sweep.checkpoints import Comparison
 
 TILE_H = 128  # height of each difference map
 LABEL_W = 200  # the layer-name column
