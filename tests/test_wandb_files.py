@@ -104,6 +104,25 @@ def test_a_reused_worker_keeps_its_service_files_in_its_first_jobs_folder_and_ea
         assert staged and all(p.is_file() and job / FILES_DIR in p.parents for p in staged)
 
 
+def test_a_worker_started_after_this_process_opened_a_wandb_run_starts_its_own_service(tmp_path, monkeypatch):
+    """wandb keeps the address of a service this process started in WANDB_SERVICE (the sweep summary's run
+    does); a worker that inherited it logged through that service, whose files are in ~/.cache and /tmp."""
+    places = _places(tmp_path)
+    for var, folder in places.items():
+        monkeypatch.setenv(var, str(folder))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # a new worker
+    monkeypatch.setenv("WANDB_SERVICE", "3-1-unix-/nonexistent/wandb.sock")  # as wandb leaves it
+    job = tmp_path / "job"
+    worker = _job(job / "featvis.partial", "job")
+    with wandb_worker._IDLE_LOCK:
+        wandb_worker._IDLE.remove(worker)
+    worker.quit()
+    worker._proc.wait(timeout=WAIT_S)
+    assert worker._proc.returncode == 0
+    assert _core_logs(job / FILES_DIR)  # its own service, in the job's folder
+    assert _wandb_paths(places) == []
+
+
 def test_the_worker_imports_wandb_without_writing_in_the_temporary_folder(tmp_path):
     """wandb makes two temporary folders when imported, before the worker knows the job's folder;
     the worker's import makes them only when they are first used (an import alone: never)."""

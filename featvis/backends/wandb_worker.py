@@ -283,15 +283,23 @@ def _fits(worker: WandbProcess) -> bool:
     return worker.alive() and worker.env == _wandb_env()
 
 
+# wandb saves the address of the service a process started in that process's environment (WANDB_SERVICE),
+# so that its children use it: a worker started after this process opened a run of its own (the sweep
+# summary's) would log through that service, whose log and files are in ~/.cache and /tmp, not the job's
+PARENT_SERVICE = "WANDB_SERVICE"
+
+
 def _wandb_env() -> Dict[str, str]:
     """What wandb reads from the environment once per process (a worker serves one such set)."""
-    return {k: v for k, v in os.environ.items() if k.startswith("WANDB_") or k == "NETRC"}
+    return {k: v for k, v in os.environ.items()
+            if (k.startswith("WANDB_") or k == "NETRC") and k != PARENT_SERVICE}
 
 
 def _child_env() -> Dict[str, str]:
-    """This environment, with this process's featvis first on the path: the worker runs the same code."""
+    """This environment, with this process's featvis first on the path: the worker runs the same code
+    and starts wandb's service of its own."""
     root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != PARENT_SERVICE}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
