@@ -16,6 +16,7 @@ from mmcv.transforms import Resize
 from featvis.config.job import JobInfo
 from featvis.data.images import Sample
 from featvis.engine import budget as memory
+from featvis.engine import room
 from featvis.errors import ConfigError
 from featvis.pipeline import job as pipeline
 from tests.conftest import DEMO_IMAGE, ROOT, cli_env, compose_cfg, error_line, run_cli
@@ -156,22 +157,22 @@ def test_an_image_too_large_alone_is_refused_and_the_others_kept(tmp_path):
 
 def test_memory_available_reads_meminfo_and_cgroups_v1_and_v2(tmp_path):
     (tmp_path / "meminfo").write_text("MemTotal:       24683664 kB\nMemAvailable:    2000000 kB\n")
-    assert memory._mem_available(tmp_path / "meminfo") == memory.Memory(2_048_000_000, "MemAvailable")
+    assert room._mem_available(tmp_path / "meminfo") == memory.Memory(2_048_000_000, "MemAvailable")
     v2 = tmp_path / "v2"
     (v2 / "job").mkdir(parents=True)
     (v2 / "job" / "memory.max").write_text("1000000000\n")
     (v2 / "job" / "memory.current").write_text("600000000\n")
     (v2 / "job" / "memory.stat").write_text("anon 1\ninactive_file 100000000\n")
     (tmp_path / "cgroup2").write_text("0::/job\n")
-    assert memory._cgroup_room(tmp_path / "cgroup2", v2).bytes == 500_000_000
+    assert room._cgroup_room(tmp_path / "cgroup2", v2).bytes == 500_000_000
     (v2 / "job" / "memory.max").write_text("max\n")
-    assert memory._cgroup_room(tmp_path / "cgroup2", v2) is None
+    assert room._cgroup_room(tmp_path / "cgroup2", v2) is None
     v1 = tmp_path / "v1"
     (v1 / "memory").mkdir(parents=True)  # in a container: the cgroup's own folder mounted as the root
     (v1 / "memory" / "memory.limit_in_bytes").write_text("800000000\n")
     (v1 / "memory" / "memory.usage_in_bytes").write_text("300000000\n")
     (tmp_path / "cgroup1").write_text("5:cpu:/\n4:memory:/process_api/abc\n")
-    assert memory._cgroup_room(tmp_path / "cgroup1", v1).bytes == 500_000_000
+    assert room._cgroup_room(tmp_path / "cgroup1", v1).bytes == 500_000_000
 
 
 # ---------------------------------------------------------------- jobs as users run them

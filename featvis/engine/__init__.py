@@ -7,7 +7,8 @@
     inference  image -> prediction and recorded maps (or a kept forward: forward_cache)
     forward_errors  a forward pass that fails on an image said in one line; stride networks padded
     drawer     draws and logs each image in worker threads while the model runs the next
-    budget     each image's memory, checked before any is decoded
+    budget     each image's memory, checked before any is decoded (probe: a model's bytes per pixel
+               fed, measured; room: the memory the machine leaves)
     result     what a run drew, for the command line and the sweep summary
 """
 

@@ -16,9 +16,9 @@ each checkpoint: their difference then mixes a change of channel with a change o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -205,3 +205,16 @@ def _vstack(lines: Sequence[np.ndarray]) -> np.ndarray:
         out[y:y + t.shape[0], : t.shape[1]] = t
         y += t.shape[0] + GAP
     return out
+
+
+@dataclass
+class CheckpointPages:
+    """The checkpoint comparison and the pictures the summary wrote of it (names in the summary folder)."""
+
+    comparison: Comparison
+    diffs: Dict[str, DiffSheet] = field(default_factory=dict)  # image stem -> its difference sheet
+    cka_file: Optional[str] = None  # the CKA table as a picture
+
+    def to_json(self) -> Dict[str, Any]:
+        return {**self.comparison.to_json(), "checkpoint_cka": self.cka_file,
+                "diff_sheets": {stem: sheet.to_json() for stem, sheet in self.diffs.items()}}

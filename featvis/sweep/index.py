@@ -9,16 +9,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from featvis.sweep.diff import CheckpointPages
 from featvis.sweep.manifest import Progress
 from featvis.sweep.results import NO_PICTURES, JobRecord
 from featvis.sweep.sheets import SheetLayout
-
-if TYPE_CHECKING:  # the summary imports this module
-    from featvis.sweep.summary import CheckpointPages
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
@@ -64,7 +62,7 @@ class CheckpointView:
     diffs: Dict[str, str] = field(default_factory=dict)  # image stem -> difference sheet file
 
 
-def checkpoint_view(pages: "CheckpointPages") -> CheckpointView:
+def checkpoint_view(pages: CheckpointPages) -> CheckpointView:
     """The ranking table's text: a row per layer, largest change first, "CKA / change" per checkpoint."""
     comparison = pages.comparison
     columns = comparison.columns()
@@ -82,7 +80,7 @@ def checkpoint_view(pages: "CheckpointPages") -> CheckpointView:
 
 
 def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout],
-                 pages: Optional["CheckpointPages"] = None, state: Optional[Progress] = None) -> str:
+                 pages: Optional[CheckpointPages] = None, state: Optional[Progress] = None) -> str:
     """The index page of `<sweep dir>/summary/` for these jobs and contact sheets (files in the same folder),
     with the sweep's progress: stopped after which job, and the jobs that never ran."""
     state = state or Progress()

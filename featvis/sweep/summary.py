@@ -25,7 +25,6 @@ import json
 import logging
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -34,7 +33,7 @@ from featvis.io import write_atomic
 from featvis.render.cka_table import cka_heatmap
 from featvis.sweep import manifest
 from featvis.sweep.checkpoints import UNREADABLE, Comparison, compare_checkpoints
-from featvis.sweep.diff import DiffSheet, write_diff_sheets
+from featvis.sweep.diff import CheckpointPages, write_diff_sheets
 from featvis.sweep.index import render_index
 from featvis.sweep.results import SUMMARY, JobRecord, load_results
 from featvis.sweep.sheets import SheetLayout, contact_sheet, sheet_stems
@@ -45,19 +44,6 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 INDEX_FILE = "index.html"
 CKA_FILE = "checkpoint_cka.png"
-
-
-@dataclass
-class CheckpointPages:
-    """The checkpoint comparison and the pictures the summary wrote of it (names in the summary folder)."""
-
-    comparison: Comparison
-    diffs: Dict[str, DiffSheet] = field(default_factory=dict)  # image stem -> its difference sheet
-    cka_file: Optional[str] = None  # the CKA table as a picture
-
-    def to_json(self) -> Dict[str, Any]:
-        return {**self.comparison.to_json(), "checkpoint_cka": self.cka_file,
-                "diff_sheets": {stem: sheet.to_json() for stem, sheet in self.diffs.items()}}
 
 
 def summarize(sweep_dir: Path, wandb_run: bool = False, baseline: Optional[str] = None) -> Path:
