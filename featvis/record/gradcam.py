@@ -28,7 +28,6 @@ on every exit path. Whole inference only: slide-mode models raise ReductionError
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
@@ -42,6 +41,7 @@ from mmseg.apis.inference import _preprare_data
 from torch import nn
 
 from featvis.errors import ReductionError
+from featvis.record import capture
 from featvis.record.hooks import HookSet
 from featvis.record.layers import Selected
 from featvis.record.recorded import Reduced
@@ -82,14 +82,13 @@ def gradcam_maps(model: nn.Module, image_bgr: np.ndarray, layers: Sequence[Selec
     class_name = str(classes[target_class]) if 0 <= target_class < len(classes) else str(target_class)
 
     captured: List[_Output] = []
-    calls: Dict[str, int] = defaultdict(int)
+    calls = capture.Calls()  # name, name#2: as the recorder names a layer's calls
 
     def hook_for(layer: Selected, index: int):
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
-            calls[layer.name] += 1
-            name = layer.name if calls[layer.name] == 1 else f"{layer.name}#{calls[layer.name]}"
-            hints = [*args, *(output if isinstance(output, (tuple, list)) else ())]
-            captured.append(_Output(index, name, pick_output(output, layer.pick, layer.module_name), hints))
+            name = calls.name(layer.name)
+            picked = pick_output(output, layer.pick, layer.module_name)
+            captured.append(_Output(index, name, picked, capture.hints(args, output)))
             return _copy_tensors(output)
         return hook
 
@@ -116,7 +115,7 @@ def gradcam_maps(model: nn.Module, image_bgr: np.ndarray, layers: Sequence[Selec
     aspect = inputs.shape[-2] / inputs.shape[-1]
     outputs, skipped = _flatten(captured)
     for layer in layers:
-        if not calls[layer.name]:
+        if not calls.ran(layer.name):
             skipped[layer.name] = "did not run at inference (no forward hook fired)"
     outputs.sort(key=lambda out: out.index)  # the user's layer order; calls in forward order
     grads = torch.autograd.grad(target, [out.value for out in outputs], allow_unused=True) if outputs else ()
@@ -156,24 +155,14 @@ def _flatten(captured: List[_Output]) -> Tuple[List[_Output], Dict[str, str]]:
     """Every tensor of the captured outputs, under the recorder's sub-names (`name[i]`, `name:key`)."""
     tensors: List[_Output] = []
     skipped: Dict[str, str] = {}
-
-    def walk(out: _Output, name: str, value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            if value.requires_grad:
-                tensors.append(out._replace(name=name, value=value))
+    for out in captured:
+        for name, tensor, why in capture.tensors(out.value, out.name):
+            if tensor is None:
+                skipped[name] = why
+            elif tensor.requires_grad:
+                tensors.append(out._replace(name=name, value=tensor))
             else:
                 skipped[name] = "output carries no gradient"
-        elif isinstance(value, (tuple, list)):
-            for i, item in enumerate(value):
-                walk(out, f"{name}[{i}]", item)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                walk(out, f"{name}:{key}", item)
-        else:
-            skipped[name] = f"output of type {type(value).__name__} holds no tensor"
-
-    for out in captured:
-        walk(out, out.name, out.value)
     return tensors, skipped
 
 

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from featvis.errors import LayerNotFoundError
+from featvis.record import capture
 from featvis.record.auxiliary import AuxiliaryRun
 from featvis.record.hooks import HookSet
 from featvis.record.layers import Pick, Selected, format_pick
@@ -66,7 +67,7 @@ class FeatureRecorder(HookSet):
         self.slide = slide_windows(root) if root is not None else None
         self._records: Dict[str, Dict[str, List[Reduced]]] = {}
         self._stitchers: Dict[str, Dict[str, Stitcher]] = {}
-        self._calls: Dict[tuple, int] = {}
+        self._calls = capture.Calls()  # name, name#2: per layer and slide window, within one forward
         self._aspect: Optional[float] = None  # height / width of what `watch` last saw
         self._input_hw: Tuple[int, int] = (0, 0)
         self._windows: List[Window] = []  # this forward's slide windows
@@ -154,53 +155,45 @@ class FeatureRecorder(HookSet):
                 output = args[0] if len(args) == 1 else tuple(args)
             self.ran.add(layer.name)
             self._order.setdefault(layer.name, len(self._order))
-            key = (layer.name, self._window if self._current_window() else None)
-            call = self._calls.get(key, 0) + 1
-            self._calls[key] = call
-            name = layer.name if call == 1 else f"{layer.name}#{call}"
+            name = self._calls.name(layer.name, self._window if self._current_window() else None)
             picked = pick_output(output, layer.pick, layer.module_name)
             same = self._tensors.get(_key(picked)) if layer.optional and layer.port == "input" else None
             if same is not None and same[0]() is not None:  # the very tensor a drawn layer gave, still alive
                 self._same_as(name, same[1], same[2])
                 return
-            hints = [*args, *kwargs.values(), *(output if isinstance(output, (tuple, list)) else ())]
-            self._record(layer.name, name, picked, hints, quiet=layer.optional)
+            for sub, tensor, why in capture.tensors(picked, name):
+                if tensor is None:
+                    self._skip(layer.name, sub, layer.optional, why)
+                else:
+                    self._record(layer.name, sub, tensor, capture.hints(args, output, kwargs), quiet=layer.optional)
         return hook
 
-    def _record(self, layer: str, name: str, output: Any, hints: List[Any], quiet: bool = False) -> None:
-        if isinstance(output, torch.Tensor):
-            self._tensors[_key(output)] = (weakref.ref(output), layer, name)
-            if output.dim() == 3:  # (B, N, C) tokens
-                grid = token_grid(output.shape[1], hints, self._aspect)
-                if grid is not None and quiet and not plausible_grid(grid, output.shape[1], hints, self._window_hw):
-                    log.debug("%s: %d tokens are no image grid (queries?): not drawn", name, output.shape[1])
-                    return
-                if grid is None:
-                    self._skip(layer, name, quiet, f"cannot tell the (H, W) grid of its {output.shape[1]} tokens "
-                                     f"(output {tuple(output.shape)}): no hw_shape is passed along and no "
-                                     "factorisation matches the image's aspect ratio")
-                    return
-                output = tokens_to_map(output, grid)
-            window = self._current_window()
-            if quiet and output.dim() == 4 and self._batch and output.shape[0] != self._batch:
-                log.debug("%s: output %s is no batch of maps (stacked queries?): not drawn", name, tuple(output.shape))
+    def _record(self, layer: str, name: str, output: torch.Tensor, hints: List[Any], quiet: bool = False) -> None:
+        """One tensor of a layer's output: a (B, C, H, W) map, or (B, N, C) tokens made into one."""
+        self._tensors[_key(output)] = (weakref.ref(output), layer, name)
+        if output.dim() == 3:  # (B, N, C) tokens
+            grid = token_grid(output.shape[1], hints, self._aspect)
+            if grid is not None and quiet and not plausible_grid(grid, output.shape[1], hints, self._window_hw):
+                log.debug("%s: %d tokens are no image grid (queries?): not drawn", name, output.shape[1])
                 return
-            if output.dim() == 4 and window is not None:  # a slide window: stitch, reduce in pop()
-                stitchers = self._stitchers.setdefault(layer, {})
-                stitchers.setdefault(name, Stitcher(self._input_hw)).add(output.detach(), window)
-            elif output.dim() == 4:  # (B, C, H, W): one map per batch item
-                self._records.setdefault(layer, {})[name] = [self._reduce(item, name) for item in output]
-            else:
-                self._skip(layer, name, quiet, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
-                                 "or (B, N, C) tokens")
-        elif isinstance(output, (tuple, list)):
-            for i, item in enumerate(output):
-                self._record(layer, f"{name}[{i}]", item, hints, quiet)
-        elif isinstance(output, dict):
-            for key, item in output.items():
-                self._record(layer, f"{name}:{key}", item, hints, quiet)
+            if grid is None:
+                self._skip(layer, name, quiet, f"cannot tell the (H, W) grid of its {output.shape[1]} tokens "
+                           f"(output {tuple(output.shape)}): no hw_shape is passed along and no "
+                           "factorisation matches the image's aspect ratio")
+                return
+            output = tokens_to_map(output, grid)
+        window = self._current_window()
+        if quiet and output.dim() == 4 and self._batch and output.shape[0] != self._batch:
+            log.debug("%s: output %s is no batch of maps (stacked queries?): not drawn", name, tuple(output.shape))
+            return
+        if output.dim() == 4 and window is not None:  # a slide window: stitch, reduce in pop()
+            stitchers = self._stitchers.setdefault(layer, {})
+            stitchers.setdefault(name, Stitcher(self._input_hw)).add(output.detach(), window)
+        elif output.dim() == 4:  # (B, C, H, W): one map per batch item
+            self._records.setdefault(layer, {})[name] = [self._reduce(item, name) for item in output]
         else:
-            self._skip(layer, name, quiet, f"output of type {type(output).__name__} holds no tensor")
+            self._skip(layer, name, quiet, f"output of shape {tuple(output.shape)} is not a (B, C, H, W) map "
+                       "or (B, N, C) tokens")
 
     def _same_as(self, name: str, layer: str, sub: str) -> None:
         """`name` (a classifier's input) is the tensor `sub` gave: not drawn twice; `sub`'s caption says so."""
