@@ -11,6 +11,7 @@ from PIL import Image
 from featvis.cli import one_line
 from featvis.config.job import JobInfo
 from featvis.config.paths import resolve_model_config
+from featvis.data import dataset
 from featvis.data import images as inputs
 from featvis.engine import forward_errors
 from featvis.errors import ConfigError, ForwardError, InputError
@@ -132,7 +133,7 @@ def test_dataset_images_come_from_the_data_root_cfg_options_sets(tmp_path):
     for sub in ("images", "masks"):
         (tmp_path / sub).mkdir()
         Image.new("L" if sub == "masks" else "RGB", (16, 12)).save(tmp_path / sub / "only.png")
-    collected = inputs.collect_any("dataset:test", None, DEMO,
+    collected = dataset.collect_any("dataset:test", None, DEMO,
                                    cfg_options={"test_dataloader.dataset.data_root": str(tmp_path)})
     assert [s.image_path for s in collected.samples] == [tmp_path / "images" / "only.png"]
 

@@ -8,7 +8,7 @@ image's size) is checked before the model is built. A bad image among good ones 
 set aside as a `Problem` (reported, skipped); if no image is left, the first problem
 is the job's error.
 
-Headers only, before any pixel is decoded (`_header`, PIL's lazy open):
+Headers only, before any pixel is decoded (featvis.data.headers, PIL's lazy open):
 
 - only regular files are opened: a FIFO (which would block), a socket, a device, a symbolic
   link loop or a dangling link is found by `stat` alone. In a folder (or a glob) such
@@ -32,25 +32,20 @@ from __future__ import annotations
 import glob
 import logging
 import random
-import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmseg.registry import DATASETS
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from featvis.config.paths import resolve_asset, resolve_model_config
-from featvis.data.limits import DECODER_MAX_PIXELS, DEFAULT_MAX_PIXELS
+from featvis.config.paths import resolve_asset
+from featvis.data.headers import Header, open_header, oriented, read_header
+from featvis.data.limits import DEFAULT_MAX_PIXELS
 from featvis.data.names import Names
 from featvis.errors import InputError
 from featvis.io import FILE, FOLDER, file_kind
-from featvis.model.options import Options, apply_options
 from featvis.stderr import to_log, warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -58,8 +53,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 log = logging.getLogger(__name__)
 
 DATASET_PREFIX = "dataset:"
-ORIENTATION = 0x0112  # the EXIF orientation tag
-_PIL_LIMIT = threading.Lock()  # PIL's MAX_IMAGE_PIXELS is process-wide: lifted under this lock only
 
 
 @dataclass
@@ -72,13 +65,6 @@ class Sample:
     reduce_zero_label: bool = False  # ... and reduce_zero_label, applied as LoadAnnotations does
     orientation: int = 1  # the image's EXIF orientation (1-8), applied when decoding; `size` is after it
     mask_orientation: int = 1  # the mask's, applied the same way
-
-
-@dataclass(frozen=True)
-class Header:
-    size: Tuple[int, int]  # (height, width) as drawn: after the EXIF orientation
-    mode: str  # PIL's mode: L, P, RGB, ...
-    orientation: int  # 1 (as stored) to 8
 
 
 @dataclass
@@ -147,7 +133,7 @@ def _regular(paths: List[Path], spec: str, key: str) -> List[Path]:
             others.append(f"{path.name} ({kind})")
     if others:
         warn(log, f"{key}={spec}: {len(others)} entr{'y' if len(others) == 1 else 'ies'} skipped, not "
-                  f"readable files: {_some(others, 3)}; replace them with image files or remove them")
+                  f"readable files: {some_names(others, 3)}; replace them with image files or remove them")
     return files
 
 
@@ -159,91 +145,17 @@ def _folder_images(folder: Path, spec: str, key: str) -> List[Path]:
     kinds = {p: file_kind(p) for p in entries if not p.name.startswith(".")}
     subfolders = [p.name for p, kind in kinds.items() if kind == FOLDER]
     if hidden:
-        log.info("%s=%s: %d hidden file(s) skipped (%s)", key, spec, len(hidden), _some(hidden))
+        log.info("%s=%s: %d hidden file(s) skipped (%s)", key, spec, len(hidden), some_names(hidden))
     if subfolders:
         log.warning("%s=%s: %d subfolder(s) not read (%s); to include them pass %s='%s/**/*.png' "
-                    "(or the files' own extension)", key, spec, len(subfolders), _some(subfolders), key,
+                    "(or the files' own extension)", key, spec, len(subfolders), some_names(subfolders), key,
                     str(spec).rstrip("/"))
     named = [p for p, kind in kinds.items() if p.suffix.lower() in IMAGE_SUFFIXES and kind != FOLDER]
     return _regular(named, spec, key)
 
 
-def _some(names: List[str], shown: int = 5) -> str:
+def some_names(names: List[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
-
-
-def _header(path: Path, key: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
-    """Size (as drawn, after the EXIF orientation), mode and orientation from the file's header; no pixel
-    is decoded. InputError when it is no regular file, no image, or over `max_pixels` (max_image_pixels)."""
-    kind = file_kind(path)
-    if kind != FILE:  # a FIFO would block PIL's open; a dataset list or a mask can name one
-        raise InputError(f"{key} {path} is {kind or 'missing'}, not an image file: replace it or leave it out")
-    try:
-        with _open_header(path) as img:
-            width, height = img.size
-            orientation = _orientation(img)
-            mode = img.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{key} {path} is not a readable image ({err.__class__.__name__}): "
-                         "replace it or leave it out") from err
-    if width * height > max_pixels:
-        raise InputError(f"{key} {path} is {width}x{height} ({width * height:,} pixels), over max_image_pixels="
-                         f"{max_pixels:,}: downscale it, or raise max_image_pixels (at most {DECODER_MAX_PIXELS:,}) "
-                         "if the machine has the memory to draw it")
-    if orientation in (5, 6, 7, 8):  # turned by a quarter: width and height swap
-        width, height = height, width
-    return Header((height, width), mode, orientation)
-
-
-def _open_header(path: Path) -> Image.Image:
-    """PIL's lazy open (the header only), without its decompression-bomb warning or error: featvis's
-    max_image_pixels is checked on the size instead, before anything is decoded."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            return Image.open(path)
-        except Image.DecompressionBombError:
-            pass
-    with _PIL_LIMIT:  # over twice PIL's limit: read the header again with PIL's check off
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            return Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
-
-
-def _orientation(img: Image.Image) -> int:
-    """The EXIF orientation (1-8) as PIL's exif_transpose reads it; 1 when there is none or it is broken."""
-    try:
-        # a PNG's getexif() decodes the image to reach chunks after its pixels: the base class's reads
-        # what the header held (eXIf, XMP before the pixels)
-        exif = Image.Image.getexif(img) if img.format == "PNG" else img.getexif()
-        value = exif.get(ORIENTATION, 1)
-    except Exception as err:  # noqa: BLE001 - malformed EXIF (struct.error, SyntaxError, ...): as stored
-        log.info("%s: EXIF orientation unreadable (%s): drawn as stored", getattr(img, "filename", "?"), err)
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """`pixels` (H, W[, C]) turned as EXIF `orientation` says, the way PIL's ImageOps.exif_transpose turns an image."""
-    if orientation == 2:
-        out = pixels[:, ::-1]
-    elif orientation == 3:
-        out = pixels[::-1, ::-1]
-    elif orientation == 4:
-        out = pixels[::-1]
-    elif orientation == 5:  # transpose
-        out = pixels.swapaxes(0, 1)
-    elif orientation == 6:  # a quarter turn clockwise
-        out = pixels.swapaxes(0, 1)[:, ::-1]
-    elif orientation == 7:  # transverse
-        out = pixels.swapaxes(0, 1)[::-1, ::-1]
-    elif orientation == 8:  # a quarter turn anticlockwise
-        out = pixels.swapaxes(0, 1)[::-1]
-    else:
-        return pixels
-    return np.ascontiguousarray(out)
 
 
 def collect(image_spec: str, mask_spec: Optional[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Collected:
@@ -255,10 +167,10 @@ def collect(image_spec: str, mask_spec: Optional[str], max_pixels: int = DEFAULT
                 raise InputError(f"gt_mask: two masks share the stem {path.stem!r} ({masks[path.stem]}, "
                                  f"{path}); make mask file names unique")
             masks[path.stem] = path
-    return _check([(path, masks.get(path.stem)) for path in find_files(image_spec, "image")], max_pixels)
+    return check_pairs([(path, masks.get(path.stem)) for path in find_files(image_spec, "image")], max_pixels)
 
 
-def _check(pairs: List[Tuple[Path, Optional[Path]]], max_pixels: int = DEFAULT_MAX_PIXELS,
+def check_pairs(pairs: List[Tuple[Path, Optional[Path]]], max_pixels: int = DEFAULT_MAX_PIXELS,
            **extra: object) -> Collected:
     """Read every image's and mask's header; a bad pair becomes a Problem, not an error."""
     out = Collected()
@@ -275,10 +187,10 @@ def _check(pairs: List[Tuple[Path, Optional[Path]]], max_pixels: int = DEFAULT_M
 
 
 def _check_pair(path: Path, mask: Optional[Path], max_pixels: int) -> Tuple[Header, Optional[Header]]:
-    image = _header(path, "image", max_pixels)
+    image = read_header(path, "image", max_pixels)
     if mask is None:
         return image, None
-    gt = _header(mask, "gt_mask", max_pixels)
+    gt = read_header(mask, "gt_mask", max_pixels)
     if gt.mode not in ("L", "P", "I", "I;16", "1"):
         raise InputError(f"gt_mask {mask} is a {gt.mode} image: featvis needs a single-channel "
                          "PNG whose pixel values are class indices")
@@ -288,59 +200,6 @@ def _check_pair(path: Path, mask: Optional[Path], max_pixels: int) -> Tuple[Head
         raise InputError(f"gt_mask {mask} is {gt.size[1]}x{gt.size[0]} but image {path} is "
                          f"{image.size[1]}x{image.size[0]}{turned}: a mask must have its image's size")
     return image, gt
-
-
-def collect_dataset(split: str, model_config: Path, data_root: Optional[str], cfg_options: Options = None,
-                    scale: Optional[Sequence[int]] = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Collected:
-    """The images and ground-truth masks of `<split>_dataloader.dataset` in an mmseg config.
-
-    The config is read with the job's model.cfg_options and model.scale applied (featvis.model.options),
-    as the model will be: cfg_options may set the dataset's data_root; the `data_root` option wins over it.
-    """
-
-    cfg = apply_options(Config.fromfile(str(model_config)), cfg_options, scale)
-    loader = cfg.get(f"{split}_dataloader")
-    if not loader or "dataset" not in loader:
-        splits = [k[: -len("_dataloader")] for k in cfg if k.endswith("_dataloader") and cfg[k]]
-        raise InputError(f"image=dataset:{split}: the model config has no {split}_dataloader; "
-                         f"use one of {sorted(splits) or 'none: pass image=<files> instead'}")
-    ds_cfg = loader.dataset.copy()
-    if data_root:
-        ds_cfg.data_root = data_root
-    ds_cfg.pipeline, ds_cfg.lazy_init = [], False
-    init_default_scope(cfg.get("default_scope", "mmseg"))
-    try:
-        dataset = DATASETS.build(ds_cfg)
-    except (AssertionError, FileNotFoundError, OSError, KeyError) as err:
-        root = ds_cfg.get("data_root", "")
-        raise InputError(f"image=dataset:{split}: cannot read the {ds_cfg.type} under {root!r} ({err}); "
-                         "pass data_root=<folder holding it>") from err
-    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
-    if not infos:
-        raise InputError(f"image=dataset:{split}: the {ds_cfg.type} under {ds_cfg.get('data_root', '')!r} "
-                         "holds no images; pass data_root=<folder holding it>")
-    pairs = [(Path(i["img_path"]), Path(i["seg_map_path"]) if i.get("seg_map_path") else None) for i in infos]
-    hidden = [image.name for image, _ in pairs if image.name.startswith(".")]  # macOS's ._x.png beside x.png
-    if hidden:
-        log.info("image=dataset:%s: %d hidden file(s) skipped (%s)", split, len(hidden), _some(hidden))
-        pairs = [(image, mask) for image, mask in pairs if not image.name.startswith(".")]
-        if not pairs:
-            raise InputError(f"image=dataset:{split}: the {ds_cfg.type} under {ds_cfg.get('data_root', '')!r} "
-                             "holds only hidden files; pass data_root=<folder holding it>")
-    return _check(pairs, max_pixels, label_map=infos[0].get("label_map"),
-                  reduce_zero_label=bool(infos[0].get("reduce_zero_label")))
-
-
-def collect_any(image_spec: str, mask_spec: Optional[str], model_config: str,
-                data_root: Optional[str] = None, cfg_options: Options = None,
-                scale: Optional[Sequence[int]] = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Collected:
-    """`image` as a file, folder or glob, or `dataset:<split>` of the model config (with model.cfg_options);
-    `max_pixels`: max_image_pixels."""
-    if image_spec.startswith(DATASET_PREFIX):
-
-        return collect_dataset(image_spec[len(DATASET_PREFIX):], resolve_model_config(model_config), data_root,
-                               cfg_options, scale, max_pixels)
-    return collect(image_spec, mask_spec, max_pixels)
 
 
 def choose(samples: List[Sample], max_images: Optional[int], how: str, seed: int) -> List[Sample]:
@@ -364,7 +223,7 @@ def load(sample: Sample) -> Loaded:
     if sample.mask_path is not None:
         h, w = sample.size  # the mask's too: checked against max_image_pixels with the image's
         over_pil = bool(Image.MAX_IMAGE_PIXELS) and h * w > Image.MAX_IMAGE_PIXELS
-        opener = _open_header if over_pil else Image.open  # warnings.catch_warnings is not thread-safe: only then
+        opener = open_header if over_pil else Image.open  # warnings.catch_warnings is not thread-safe: only then
         try:
             with opener(sample.mask_path) as img:
                 gt = _dataset_labels(oriented(np.array(img), sample.mask_orientation), sample)

@@ -26,8 +26,8 @@ from featvis.backends.visualizer import FeatureVisualizer
 from featvis.config import output_folder
 from featvis.config.job import JobInfo
 from featvis.config.schema import Config, NormalizeMode, plain, validate
+from featvis.data import dataset, masks
 from featvis.data import images as inputs
-from featvis.data import masks
 from featvis.data.batches import same_shape_batches
 from featvis.data.prefetch import Prefetch
 from featvis.engine import budget as memory
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
     """Run one job; `cfg` is the typed Config (a composed DictConfig is validated and converted first)."""
     cfg = cfg if isinstance(cfg, Config) else validate(cfg)
-    collected = inputs.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root,
+    collected = dataset.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root,
                                    cfg.model.cfg_options, cfg.model.scale, max_pixels=cfg.max_image_pixels)
     samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
     problems = list(collected.problems)  # images set aside; more may join while decoding

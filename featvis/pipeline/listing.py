@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from featvis.config.schema import Config, validate
+from featvis.data import dataset
 from featvis.data import images as inputs
 from featvis.engine.forward_errors import run_explained
 from featvis.errors import LayerNotFoundError
@@ -177,7 +178,7 @@ def list_modules(cfg: Union[Config, DictConfig], loaded: Optional[LoadedModel] =
     """
     cfg = cfg if isinstance(cfg, Config) else validate(cfg)
     # masks play no part in a listing
-    samples = inputs.collect_any(cfg.image, None, cfg.model.config, cfg.data_root, cfg.model.cfg_options,
+    samples = dataset.collect_any(cfg.image, None, cfg.model.config, cfg.data_root, cfg.model.cfg_options,
                                  cfg.model.scale).usable()
     if loaded is None:
         loaded = load_model(cfg.model.config, cfg.model.checkpoint, cfg.device,
