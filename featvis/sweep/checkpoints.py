@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -35,18 +34,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 from cachetools import LRUCache
 
-from featvis.compare.cka import Accumulator
+from featvis.compare.pairs import Numbers, pair_numbers
 from featvis.compare.sketch import SKETCH_FILE, Sketch
-from featvis.config.job import PLUMBING
 from featvis.engine.result import RESULTS_DIR
+from featvis.sweep.baseline import column_labels, configured_baseline, group_key, pick_baseline
 from featvis.sweep.results import JobRecord, load_results
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "model.checkpoint"
 UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damaged or half-written sketch raises
 
 Stat = Tuple[str, int, int]  # (path, mtime_ns, size): one version of a sketch file
@@ -218,72 +215,6 @@ def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Op
     return result
 
 
-def group_key(job: JobRecord) -> str:
-    """The job's overrides but its checkpoint and plumbing: jobs with the same key differ in checkpoint only."""
-    kept = []
-    for override in job.overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key != CHECKPOINT_KEY and key.split(".")[0] not in PLUMBING:
-            kept.append(override)
-    return ",".join(sorted(kept))
-
-
-def configured_baseline(sweep_dir: Path, jobs: Sequence[JobRecord], metas: Dict[Path, Dict[str, Any]]) -> Optional[str]:
-    """compare.baseline as the group's jobs composed it (the first job that set one); None = not set."""
-    for job in jobs:
-        meta = metas.get(job.dir, {})
-        if meta.get("baseline") is not None:
-            return str(meta["baseline"])
-        value = _config_value(job.dir / ".hydra" / "config.yaml")
-        if value is not None:
-            return value
-    return _config_value(sweep_dir / "multirun.yaml")
-
-
-def pick_baseline(jobs: Sequence[JobRecord], wanted: Optional[str]) -> JobRecord:
-    """The job `wanted` names (job name, checkpoint as given, checkpoint file name); None = the lowest number."""
-    if wanted is None:
-        return min(jobs, key=lambda j: (j.num if isinstance(j.num, int) else math.inf, str(j.dir)))
-    for match in (lambda j: j.name == wanted,
-                  lambda j: any(_checkpoint_override(o) == wanted for o in j.overrides),
-                  lambda j: j.checkpoint is not None and j.checkpoint == os.path.basename(wanted.rstrip("/"))):
-        found = [j for j in jobs if match(j)]
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            break
-    names = ", ".join(j.checkpoint or j.name for j in jobs)
-    raise ValueError(f"compare.baseline={wanted!r} names none (or several) of the jobs compared: "
-                     f"use a job name or one of their checkpoints: {names}")
-
-
-def column_labels(jobs: Sequence[JobRecord]) -> Dict[str, str]:
-    """job name -> its checkpoint's file name; where two jobs share a file name, `<file> #<job number>`."""
-    files = [j.checkpoint for j in jobs]
-    return {j.name: j.checkpoint if j.checkpoint and files.count(j.checkpoint) == 1 else f"{j.checkpoint} #{j.num}"
-            for j in jobs}
-
-
-def pair_numbers(a: Sketch, b: Sketch, layer: str) -> Tuple[Optional[float], Optional[float]]:
-    """(CKA, change) of one layer over every image both sketches hold it for."""
-    acc = Accumulator()
-    diff = base = 0.0
-    for stem in a.images:
-        x, y = a.features(stem, layer), b.features(stem, layer)
-        if x is None or y is None:
-            continue
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{layer} on {stem}: {x.shape[0]} pixels against {y.shape[0]}")
-        acc.add(x, y)
-        if x.shape == y.shape:
-            x64, y64 = x.astype(np.float64), y.astype(np.float64)
-            diff += float(np.abs(y64 - x64).sum())
-            base += float(np.abs(x64).sum())
-    cka = acc.value()
-    change = diff / base if base > 0 else None
-    return (None if math.isnan(cka) else cka), change
-
-
 def _compare_group(group: Group) -> List[Similarity]:
     base_path = group.sketches[group.baseline.dir]
     base: Optional[Sketch] = None
@@ -319,28 +250,6 @@ def _meta(path: Path) -> Dict[str, Any]:
         if key not in meta:
             raise KeyError(key)
     return meta
-
-
-def _config_value(path: Path) -> Optional[str]:
-    """compare.baseline in a composed config file (a job's .hydra/config.yaml, a sweep's multirun.yaml)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    value = ((data or {}).get("compare") or {}).get("baseline") if isinstance(data, dict) else None
-    return None if value is None else str(value)
-
-
-def _checkpoint_override(override: str) -> Optional[str]:
-    key, _, value = override.partition("=")
-    if key.lstrip("+~") != CHECKPOINT_KEY:
-        return None
-    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return value
-
-
-Numbers = Tuple[Optional[float], Optional[float]]  # (CKA, change) of one layer
 
 
 def against_baseline(sweep_dir: Path, me: JobRecord, own: Path,
