@@ -25,9 +25,9 @@ _ENGINE = ("Session", "Pictures", "Normalize")  # featvis.engine: loaded on firs
 
 def __getattr__(name: str):
     if name in _ENGINE:
-        from featvis import engine  # noqa: PLC0415
+        from featvis.engine import session  # noqa: PLC0415
 
-        return getattr(engine, name)
+        return getattr(session, name)
     raise AttributeError(f"module 'featvis' has no attribute {name!r}")
 
 

@@ -12,6 +12,16 @@
     result     what a run drew, for the command line and the sweep summary
 """
 
-from featvis.engine.session import Normalize, Pictures, Session
+from typing import Any
 
 __all__ = ["Normalize", "Pictures", "Session"]
+
+
+def __getattr__(name: str) -> Any:
+    """The session's names, imported on first use: `featvis.engine.result` (which the command line reads
+    before it runs anything) must not import torch and mmseg."""
+    if name in __all__:
+        from featvis.engine import session  # noqa: PLC0415
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'featvis.engine' has no attribute {name!r}")
