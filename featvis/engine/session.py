@@ -110,6 +110,7 @@ class Session:
         options, or a reduction's config dataclass
     backends, save_dir: featvis's backends (`["local", "wandb"]` or the command line's mapping) and
         their folder; visualizer: an MMEngine Visualizer to log into instead (or as well)
+    log_once: panels logged only the first time an image is drawn (a training hook: input, ground_truth)
     sketch_pixels: keep each layer's features at this many seeded pixels per image (`Pictures.sketch`)
     """
 
@@ -121,7 +122,8 @@ class Session:
                  strict: bool = True, trust_checkpoint: bool = False,
                  layer_presets: Optional[Mapping[str, Sequence[str]]] = None,
                  backends: Backends = None, save_dir: Optional[Union[str, Path]] = None, visualizer: Any = None,
-                 run: Optional[RunInfo] = None, sketch_pixels: Optional[int] = None, sketch_seed: int = 0,
+                 run: Optional[RunInfo] = None, log_once: Sequence[str] = (),
+                 sketch_pixels: Optional[int] = None, sketch_seed: int = 0,
                  max_image_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if not 0.0 <= float(alpha) <= 1.0:
             raise ConfigError(f"alpha={alpha} must be between 0 and 1")
@@ -140,7 +142,7 @@ class Session:
         self.sharing: Any = None
         self.sketch_points = positions(int(sketch_pixels), int(sketch_seed)) if sketch_pixels else None
         self._inference: Optional[Inference] = None
-        self.sink = Sink(backends, save_dir, visualizer, run)
+        self.sink = Sink(backends, save_dir, visualizer, run, once=log_once)
         self.warned: set = set()  # (layer, note) pairs logged once
         self.count = _Count()
         self._open = self._checked = self._fitted = False
@@ -186,19 +188,23 @@ class Session:
             self._open = True
         return self
 
-    def close(self, failed: bool = False) -> None:
-        """Hooks off, the model's mode as it was, backends closed (their runs marked failed if `failed`)."""
+    def release(self) -> None:
+        """Hooks off and the model's mode as it was; the session may open again (a training hook's next drawing)."""
         try:
             if self._open:
                 self._open = False
                 self.inference.__exit__(None, None, None)
         finally:
-            try:
-                if self._was_training is not None:
-                    self.model.train(self._was_training)
-                    self._was_training = None
-            finally:
-                self.sink.close(failed=failed)
+            if self._was_training is not None:
+                self.model.train(self._was_training)
+                self._was_training = None
+
+    def close(self, failed: bool = False) -> None:
+        """Hooks off, the model's mode as it was, backends closed (their runs marked failed if `failed`)."""
+        try:
+            self.release()
+        finally:
+            self.sink.close(failed=failed)
 
     # -- drawing ------------------------------------------------------------------------------------
     def draw(self, image: inputs.ImageLike, mask: inputs.MaskLike = None, *, name: Optional[str] = None,
@@ -217,7 +223,12 @@ class Session:
             raise ConfigError(f"{len(names)} names for {len(images)} images: pass one name per image")
         items = [inputs.item(img, None if masks is None else masks[i], None if names is None else names[i],
                              self.count.drawn + i, self.max_image_pixels) for i, img in enumerate(images)]
-        items = list(masks_checked(items, len(self.loaded.dataset_meta["classes"]), self.count.labels))
+        return self.draw_items(items, step=step)
+
+    def draw_items(self, items: Sequence[Loaded], *, step: Optional[int] = None) -> List[Pictures]:
+        """`draw_batch` for images already decoded as the data stage's `Loaded` items (a dataset's,
+        with their label maps applied: a training hook keeps them between drawings)."""
+        items = list(masks_checked(list(items), len(self.loaded.dataset_meta["classes"]), self.count.labels))
         recorded = self.record(items)
         shared = shared_ranges(recorded) if str(self.normalize.mode) == "shared" else None
         out = []

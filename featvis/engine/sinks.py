@@ -3,10 +3,11 @@
 - `backends`: the command line's form (`{key: {type, kwargs}}`, conf/backends/*.yaml) or short
   names (`["local", "wandb"]`), written under `save_dir` (featvis.backends.visualizer).
 - `visualizer`: an MMEngine `Visualizer` the caller has (a training run's, whose W&B run is
-  already open): each picture goes to its `add_image` as `featvis/<image>/<panel>` (the same
-  name for the same image and layer at every step, so W&B's step slider scrubs through them),
-  the activation statistics to `add_scalars`. MMEngine's LocalVisBackend writes `<name>_<step>.png`
-  and does not make the folders a `/` in the name asks for: they are made here first.
+  already open): each picture goes to its backends as `featvis/<image>/<panel>` (the same
+  name for the same image and layer at every step), the activation statistics as scalars.
+  MMEngine's LocalVisBackend writes `<name>_<step>.png` and does not make the folders a `/` in
+  the name asks for: they are made here first. Its WandbVisBackend ignores `step`: featvis logs
+  to that run directly, with `featvis/iter` as the x-axis of its keys (`to_mmengine`).
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ class Sink:
     """Pictures and scalars of each image to featvis's backends or an MMEngine Visualizer; nothing when neither."""
 
     def __init__(self, backends: Backends = None, save_dir: Optional[Union[str, Path]] = None,
-                 visualizer: Any = None, run: Optional[RunInfo] = None) -> None:
+                 visualizer: Any = None, run: Optional[RunInfo] = None, once: Sequence[str] = ()) -> None:
         specs = backend_specs(backends)
         if specs and save_dir is None:
             raise ConfigError("backends need a save_dir: the folder their files go to")
         self.featvis = FeatureVisualizer(specs, Path(save_dir), run or RunInfo("featvis", "session", None)) \
             if specs else None
         self.mmengine = visualizer
+        self.once, self._logged = set(once), set()  # panels logged once per image: (image, panel) done
         self._started = False
 
     def start(self, config: Optional[Mapping[str, Any]] = None) -> None:
@@ -66,17 +68,15 @@ class Sink:
         self._started = True
 
     def add(self, panels: Sequence[Panel], scalars: Mapping[str, float], step: int, image_id: str) -> None:
+        if self.once:
+            panels = [p for p in panels if p.name not in self.once or (image_id, p.name) not in self._logged]
+            self._logged |= {(image_id, p.name) for p in panels if p.name in self.once}
         if self.featvis is not None:
             self.start()
             self.featvis.add_panels(panels, step=step, image_id=image_id)
             self.featvis.add_scalars(scalars, step=step)
         if self.mmengine is not None:
-            for panel in panels:
-                name = f"featvis/{image_id}/{panel.name}"
-                _make_local_folders(self.mmengine, name)
-                self.mmengine.add_image(name, panel.picture, step=step)
-            if scalars:
-                self.mmengine.add_scalars({f"featvis/{k}": v for k, v in scalars.items()}, step=step)
+            to_mmengine(self.mmengine, panels, {f"featvis/{k}": v for k, v in scalars.items()}, step, image_id)
 
     def close(self, failed: bool = False) -> None:
         if self.featvis is not None:
@@ -84,15 +84,55 @@ class Sink:
             featvis.close(failed=failed)
 
 
-def _make_local_folders(visualizer: Any, name: str) -> None:
+STEP_KEY = "featvis/iter"  # W&B: the x-axis of every featvis/* key (define_metric), the caller's step
+
+
+def to_mmengine(visualizer: Any, panels: Sequence[Panel], scalars: Mapping[str, float], step: int,
+                image_id: str) -> None:
+    """One image's pictures and scalars to each backend of an MMEngine Visualizer, at `step`.
+
+    MMEngine's WandbVisBackend ignores `step` (wandb counts its own steps, one per log call), so a
+    W&B backend gets one `log` per image with `featvis/iter` = step, the x-axis W&B is told to use
+    for every featvis/* key: its step slider and charts then follow the caller's iterations."""
+    from mmengine.visualization.vis_backend import WandbVisBackend  # noqa: PLC0415 (only with a Visualizer)
+
+    for backend in _backends(visualizer):
+        if isinstance(backend, WandbVisBackend):
+            wandb = backend.experiment
+            if not getattr(backend, "_featvis_axis", False):
+                wandb.define_metric(STEP_KEY)
+                wandb.define_metric("featvis/*", step_metric=STEP_KEY)
+                backend._featvis_axis = True
+            row = {f"featvis/{image_id}/{p.name}": wandb.Image(p.picture, caption=p.caption) for p in panels}
+            wandb.log({**row, **scalars, STEP_KEY: step})
+            continue
+        for panel in panels:
+            name = f"featvis/{image_id}/{panel.name}"
+            _make_local_folders(backend, name)
+            backend.add_image(name, panel.picture, step=step)
+        if scalars:
+            backend.add_scalars(dict(scalars), step=step)
+
+
+def add_scalars(visualizer: Any, scalars: Mapping[str, float], step: int) -> None:
+    """Scalars to each backend of an MMEngine Visualizer at `step` (W&B: on the featvis/iter axis)."""
+    from mmengine.visualization.vis_backend import WandbVisBackend  # noqa: PLC0415
+
+    for backend in _backends(visualizer):
+        if isinstance(backend, WandbVisBackend):
+            backend.experiment.log({**scalars, STEP_KEY: step})
+        else:
+            backend.add_scalars(dict(scalars), step=step)
+
+
+def _make_local_folders(backend: Any, name: str) -> None:
     """The folders `<img_save_dir>/featvis/<image>/` that MMEngine's LocalVisBackend would write into
     (its add_image makes only `img_save_dir` itself, and cv2.imwrite fails silently without them)."""
     from mmengine.visualization.vis_backend import LocalVisBackend  # noqa: PLC0415 (only with a Visualizer)
 
-    for backend in _backends(visualizer):
-        if isinstance(backend, LocalVisBackend):
-            backend.experiment  # noqa: B018 (MMEngine sets up its folders on first use: img_save_dir made absolute)
-            os.makedirs(os.path.dirname(os.path.join(backend._img_save_dir, name)), exist_ok=True)
+    if isinstance(backend, LocalVisBackend):
+        backend.experiment  # noqa: B018 (MMEngine sets up its folders on first use: img_save_dir made absolute)
+        os.makedirs(os.path.dirname(os.path.join(backend._img_save_dir, name)), exist_ok=True)
 
 
 def _backends(visualizer: Any) -> Iterable[Any]:
