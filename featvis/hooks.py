@@ -198,12 +198,29 @@ def _val_dataset(runner: Any) -> Any:
     return getattr(loader, "dataset", None)
 
 
+PLAIN_PIPELINE = [dict(type="LoadImageFromFile"), dict(type="PackSegInputs")]  # each image at its own size
+
+
+def _inference_cfg(cfg: Any) -> Any:
+    """The runner's config, with a `test_pipeline` for mmseg's inference: its own, else the validation
+    dataset's without its annotations, else each image as it is (a Runner built in Python has no config)."""
+    from mmengine.config import Config  # noqa: PLC0415
+
+    if cfg is not None and cfg.get("test_pipeline"):
+        return cfg
+    val = ((cfg or {}).get("val_dataloader") or {}).get("dataset") or {}
+    pipeline = [step for step in val.get("pipeline") or [] if step.get("type") != "LoadAnnotations"]
+    made = Config(dict(cfg or {}))
+    made.test_pipeline = pipeline or PLAIN_PIPELINE
+    return made
+
+
 class _model_cfg:  # noqa: N801 (a context manager, used like a function)
     """mmseg's inference reads the model's config (`model.cfg`, set by init_model, not by the Runner):
     lent from the runner's while drawing, and taken back after, so the model is left as it was."""
 
     def __init__(self, model: Any, cfg: Any) -> None:
-        self.model, self.cfg, self.lent = model, cfg, False
+        self.model, self.cfg, self.lent = model, _inference_cfg(cfg), False
 
     def __enter__(self) -> None:
         if getattr(self.model, "cfg", None) is None:

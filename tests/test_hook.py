@@ -117,3 +117,20 @@ def test_a_failure_while_drawing_is_a_warning_and_training_goes_on(tmp_path, mon
     assert runner.iter == ITERS
     log = next(Path(runner.log_dir).glob("*.log")).read_text()
     assert log.count("FeatvisHook: drawing at iteration") == 2 and "injected: out of memory" in log
+
+
+def test_a_runner_built_in_python_with_a_hook_object(tmp_path):
+    """No config file: the model has no cfg and the runner's config is empty; the hook lends a test pipeline."""
+    from featvis.hooks import FeatvisHook
+
+    cfg = Config.fromfile(str(TRAIN_CONFIG))
+    runner = Runner(model=cfg.model, work_dir=str(tmp_path), train_dataloader=cfg.train_dataloader,
+                    train_cfg=dict(type="IterBasedTrainLoop", max_iters=EVERY), optim_wrapper=cfg.optim_wrapper,
+                    default_scope="mmseg", custom_hooks=[FeatvisHook(layers=["decode_head.conv_seg"], interval=5,
+                                                                    images=str(ROOT / "featvis/assets/demo/images"))],
+                    visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")],
+                                    name="vis_plain_runner"))
+    runner.train()
+    drawn = sorted(p.name for p in Path(runner.log_dir).rglob("decode_head.conv_seg_*.png"))
+    assert len(drawn) == 6 and set(drawn) == {"decode_head.conv_seg_5.png", "decode_head.conv_seg_10.png"}
+    assert not hasattr(runner.model, "cfg")  # lent while drawing, taken back
