@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import Callable
+from typing import Callable, List
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
@@ -106,8 +106,18 @@ def _write_result(cfg: DictConfig, info, result, error) -> None:
         log.warning("could not write the job result file: %s", err)
 
 
+CFG_OPTIONS = "model.cfg_options."
+
+
+def plain_cfg_options(argv: List[str]) -> List[str]:
+    """`model.cfg_options.<key>.<key>=value` as mmseg's --cfg-options takes it: Hydra wants a leading `+`
+    for keys new to a dict, so such an override gets `++` (add, or replace a key a preset set)."""
+    return [f"++{arg}" if arg.startswith(CFG_OPTIONS) and "=" in arg else arg for arg in argv]
+
+
 def main(app: Callable[[], None]) -> None:
     """Run the Hydra app; turn any failure into one line on stderr and exit code 1."""
+    sys.argv[1:] = plain_cfg_options(sys.argv[1:])
     register_configs()
     bounded.install()  # every config file Hydra reads: a regular file, within size and alias-expansion limits
     data_only.install()  # every composed config: no key may name code for Hydra to run (presets are data)
