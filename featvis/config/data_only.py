@@ -33,7 +33,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from featvis.config.bounded import defaults_loop
 from featvis.config.confined import check_composed
@@ -75,6 +75,15 @@ _sources: contextvars.ContextVar[Optional[List[Source]]] = contextvars.ContextVa
 _original: Optional[Tuple[Any, Any]] = None  # Hydra's own two methods, once install() wrapped them
 
 
+def names_over_preset(cfg: DictConfig) -> None:
+    """`layers.names` given: the preset is not what runs, so the composed config (saved in .hydra/config.yaml,
+    the W&B run's config, the sweep's index) says `layers.preset: null` instead of the group's default."""
+    layers = cfg.get("layers") if isinstance(cfg, DictConfig) else None
+    if isinstance(layers, DictConfig) and layers.get("names") is not None and layers.get("preset") is not None:
+        with open_dict(layers):
+            layers.preset = None
+
+
 def install() -> None:
     """Check every config Hydra composes from now on in this process (idempotent)."""
     global _original
@@ -90,6 +99,7 @@ def install() -> None:
             cfg = load(self, config_name, overrides, *args, **kwargs)
             check(cfg, _sources.get() or [], overrides)
             check_composed(cfg)  # a sweep job's folder inside the sweep folder
+            names_over_preset(cfg)
         except RecursionError as err:  # Hydra expanding a `defaults` loop: name the files
             line = defaults_loop(err)
             if line is None:

@@ -81,7 +81,7 @@ class JobRecord:
     labels: Dict[str, str] = field(default_factory=dict)  # image -> its mask's values that are not classes
     model: Optional[str] = None
     checkpoint: Optional[str] = None  # the checkpoint's file name
-    layers: Optional[str] = None  # the layer preset
+    layers: Optional[str] = None  # the layer preset, or the layer names given (layers.names)
     reduction: Optional[str] = None
     backends: List[str] = field(default_factory=list)
     wandb: Optional[WandbSettings] = None
@@ -179,7 +179,8 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         weights=getattr(result, "weights", None), labels=dict(getattr(result, "labels", None) or {}),
         model=_safe(lambda: cfg.model.name or config_stem(cfg.model.config)) or info.choices.get("model"),
         checkpoint=_safe(lambda: _basename(cfg.model.checkpoint)),
-        layers=info.choices.get("layers"),
+        layers=_safe(lambda: ", ".join(cfg.layers.names) if cfg.layers.names is not None else cfg.layers.preset)
+        or info.choices.get("layers"),  # what ran: the names given, else the preset
         reduction=_safe(lambda: str(cfg.reduction.name)) or info.choices.get("reduction"),
         backends=_safe(lambda: sorted(cfg.backends.keys())) or [], wandb=wandb,
         sweep_id=_safe(lambda: manifest.read(info.sweep_dir).id) if info.sweep_dir is not None else None,
