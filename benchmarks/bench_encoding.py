@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from featvis.backends.encoding import PNG, PictureFormat  # noqa: E402
 from featvis.config.paths import ASSETS  # noqa: E402
 from featvis.render.heatmap import overlay_maps  # noqa: E402
-from tests.test_render_exact import _ref_overlay  # noqa: E402
+from tests.render_reference import _ref_overlay  # noqa: E402
 
 
 def timed(fn, repeats):

@@ -12,7 +12,7 @@ from featvis.config.paths import ASSETS
 from featvis.data.batches import same_shape_batches
 from featvis.data.prefetch import Prefetch
 from featvis.pipeline import job as pipeline
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 class _Item:
@@ -93,7 +93,7 @@ def test_batch_size_is_checked():
 
 def test_a_batched_sweep_still_shares_its_forward_passes(tmp_path):
     from featvis.sweep.results import load_results
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "layers=backbone,decoder", "batch_size=3", "backends=[local]", f"hydra.sweep.dir={sweep}")

@@ -19,8 +19,7 @@ from featvis.engine import budget as memory
 from featvis.engine import room
 from featvis.errors import ConfigError
 from featvis.pipeline import job as pipeline
-from tests.conftest import DEMO_IMAGE, ROOT, cli_env, compose_cfg, error_line, run_cli
-from tests.test_inputs import _png_header_claiming
+from tests.helpers import DEMO_IMAGE, ROOT, cli_env, compose_cfg, error_line, png_header_claiming, run_cli
 
 GiB = 1 << 30
 
@@ -227,7 +226,7 @@ def test_bomb_and_fifo_in_a_folder_skipped_and_said_the_others_drawn(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     (folder / "a.png").write_bytes(DEMO_IMAGE.read_bytes())
-    _png_header_claiming(folder / "bomb.png", 60000, 60000)
+    png_header_claiming(folder / "bomb.png", 60000, 60000)
     os.mkfifo(folder / "pipe.png")
     (folder / "loop.png").symlink_to(folder / "loop.png")
     out = tmp_path / "X"
@@ -245,7 +244,7 @@ def test_bomb_and_fifo_in_a_folder_skipped_and_said_the_others_drawn(tmp_path):
 
 
 def test_bomb_alone_is_one_line(tmp_path):
-    bomb = _png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
+    bomb = png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
     line = error_line(run_cli(f"image={bomb}", "backends=[local]", f"hydra.run.dir={tmp_path / 'X'}"))
     assert f"image {bomb} is 60000x60000" in line and "raise max_image_pixels" in line
 

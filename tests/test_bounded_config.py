@@ -15,7 +15,7 @@ import yaml
 
 from featvis.config.bounded import MAX_NODES, check_file, check_text, expanded_nodes
 from featvis.errors import ConfigError
-from tests.conftest import ROOT, cli_env, error_line, run_cli
+from tests.helpers import ROOT, cli_env, error_line, run_cli
 
 LAUGHS = "\n".join(["# @package _global_", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
                    + [f"{x}: &{x} [{', '.join([f'*{p}'] * 9)}]" for p, x in zip("abcdef", "bcdefg")]) + "\n"

@@ -20,7 +20,7 @@ from featvis.model.load import load_model
 from featvis.model.options import apply_options, canonical
 from featvis.pipeline import job as pipeline
 from featvis.sweep.plan import share_key
-from tests.conftest import DEMO_IMAGE, compose_cfg, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, run_cli
 
 DEMO = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = "featvis::checkpoints/demo_pspnet.pth"

@@ -3,7 +3,7 @@
 import pytest
 
 from featvis.cli import plain_cfg_options
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +17,8 @@ def test_only_cfg_options_overrides_get_the_plus_plus():
 
 @pytest.mark.parametrize("form", ["", "+", "++"])
 def test_the_plain_form_and_the_plus_forms_all_change_the_built_model(form, tmp_path):
-    proc = run_cli("mode=list", "listing.filter=decode_head.conv_seg", f"hydra.run.dir={tmp_path}", "model.checkpoint=null",
+    proc = run_cli("mode=list", "listing.filter=decode_head.conv_seg", f"hydra.run.dir={tmp_path}",
+                   "model.checkpoint=null",
                    f"{form}model.cfg_options.model.decode_head.num_classes=7")
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.startswith("decode_head.conv_seg "))
@@ -25,7 +26,8 @@ def test_the_plain_form_and_the_plus_forms_all_change_the_built_model(form, tmp_
 
 
 def test_a_key_given_twice_takes_the_last_value(tmp_path):
-    proc = run_cli("mode=list", "listing.filter=decode_head.conv_seg", f"hydra.run.dir={tmp_path}", "model.checkpoint=null",
+    proc = run_cli("mode=list", "listing.filter=decode_head.conv_seg", f"hydra.run.dir={tmp_path}",
+                   "model.checkpoint=null",
                    "model.cfg_options.model.decode_head.num_classes=7",
                    "model.cfg_options.model.decode_head.num_classes=5")
     assert proc.returncode == 0, proc.stderr

@@ -4,7 +4,7 @@ cannot be decoded, a reduction that does not fit a layer fail with one line, exi
 
 import pytest
 
-from tests.conftest import DEMO_IMAGE, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, error_line, run_cli
 
 
 def _fails_before_writing(proc, out, *words: str) -> None:

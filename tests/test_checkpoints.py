@@ -11,7 +11,7 @@ import torch
 from featvis.config.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.model.checkpoints import cached_path, resolve_checkpoint
-from tests.conftest import DEMO_IMAGE, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, error_line, run_cli
 
 
 def test_null_means_random_weights():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from featvis.config.paths import ASSETS
-from tests.conftest import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
+from tests.helpers import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
 
 
 def test_default_job_writes_pngs_and_an_offline_wandb_run(tmp_path):

@@ -18,7 +18,7 @@ from featvis.pipeline import job as pipeline
 from featvis.pipeline.sketches import SIMILARITY_CSV, SIMILARITY_IMAGE, SIMILARITY_PANEL, SIMILARITY_PNG
 from featvis.render import panels as render_panels
 from featvis.sweep.plan import share_key
-from tests.conftest import DEMO_IMAGE, compose_cfg, run_planned_sweep
+from tests.helpers import DEMO_IMAGE, compose_cfg, run_planned_sweep
 
 LOCAL = ("backends=[local]", "image=featvis::demo/images")
 STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))

@@ -17,7 +17,7 @@ from featvis.sweep.checkpoints import compare_checkpoints, pick_baseline, sketch
 from featvis.sweep.diff import GAP, HEADER_H, LABEL_W, TILE_H, difference
 from featvis.sweep.results import RESULT_FILE, JobRecord, load_results
 from featvis.sweep.summary import summarize
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 CHECKPOINT = ASSETS / "checkpoints" / "demo_pspnet.pth"
 LAYERS = ["backbone[0]", "backbone[1]", "backbone[2]"]
@@ -289,7 +289,7 @@ def test_sweep_over_checkpoints_compares_them_layer_by_layer(tmp_path):
     assert (sweep / "summary" / summary["diff_sheets"][jobs[0].images[0]]["file"]).is_file()
 
     # the baseline ran first: each later job's own W&B run has its CKA against it, as the summary has
-    from tests.conftest import history, wandb_records, wandb_runs
+    from tests.helpers import history, wandb_records, wandb_runs
 
     (run_dir,) = wandb_runs(jobs[2].dir / "featvis")
     logged = {k: v for row in history(wandb_records(run_dir)) for k, v in row.items() if k.startswith("cka/")}
@@ -302,7 +302,7 @@ def test_sweep_over_checkpoints_compares_them_layer_by_layer(tmp_path):
 
 def test_the_wandb_summary_run_gets_the_cka_table_heatmap_diffs_and_scalars(tmp_path):
     from featvis.sweep.results import WandbSettings
-    from tests.conftest import history, wandb_records, wandb_runs
+    from tests.helpers import history, wandb_records, wandb_runs
 
     sweep = tmp_path / "sweep"
     feats = _features(0)

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from featvis.config.schema import validate
 from featvis.errors import ConfigError
-from tests.conftest import CONF, compose_cfg
+from tests.helpers import CONF, compose_cfg
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 

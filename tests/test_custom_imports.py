@@ -13,7 +13,7 @@ import pytest
 from featvis.config.paths import ASSETS
 from featvis.errors import ConfigError
 from featvis.model.load import read_config
-from tests.conftest import DEMO_IMAGE, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, error_line, run_cli
 
 
 def _config(tmp_path: Path, imports: list) -> Path:

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from featvis.config import data_only
 from featvis.errors import ConfigError
-from tests.conftest import CONF, DEMO_IMAGE, error_line, run_cli
+from tests.helpers import CONF, DEMO_IMAGE, error_line, run_cli
 
 
 def _team(tmp_path: Path, name: str, body: str) -> Path:

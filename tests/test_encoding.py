@@ -10,7 +10,7 @@ from featvis.backends.visualizer import FeatureVisualizer
 from featvis.config.schema import validate
 from featvis.errors import ConfigError
 from featvis.render.panel import LabelMaps, Panel
-from tests.conftest import compose_cfg, error_line, history, run_cli, wandb_records, wandb_runs
+from tests.helpers import compose_cfg, error_line, history, run_cli, wandb_records, wandb_runs
 
 
 def _photo(h, w, seed=0):

@@ -5,7 +5,7 @@ import pytest
 from featvis.errors import ConfigError, env_number
 from featvis.model import cache as model_cache
 from featvis.sweep import shared_forward
-from tests.conftest import DEMO_IMAGE, run_cli
+from tests.helpers import DEMO_IMAGE, run_cli
 
 
 @pytest.mark.parametrize("text", ["lots", "-1", "nan", "inf"])

@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 from featvis.engine.session import Session
 from featvis.errors import ConfigError
-from tests.conftest import ROOT, wandb_records, wandb_runs
+from tests.helpers import ROOT, wandb_records, wandb_runs
 
 TRAIN_CONFIG = ROOT / "featvis" / "assets" / "configs" / "demo_pspnet_train.py"
 ITERS, EVERY = 20, 10

@@ -9,7 +9,7 @@ import numpy as np
 
 from featvis.data.images import collect
 from featvis.data.names import Names, safe_stem
-from tests.conftest import DEMO_IMAGE, run_cli
+from tests.helpers import DEMO_IMAGE, run_cli
 
 
 def _png(path: Path, value: int = 7, shape=(6, 8, 3)) -> Path:

@@ -1,7 +1,5 @@
 import os
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import cv2
@@ -11,6 +9,7 @@ from PIL import Image, ImageOps
 
 from featvis.data.images import Sample, _dataset_labels, choose, collect, iter_loaded, load
 from featvis.errors import InputError
+from tests.helpers import png_header_claiming
 
 
 def _png(path: Path, h: int = 6, w: int = 8, channels: int = 3, value: int = 7) -> Path:
@@ -127,19 +126,9 @@ def test_dataset_masks_follow_mmseg_reduce_zero_label():
     assert _dataset_labels(np.array([[0, 1, 2]], np.uint8), mapped).tolist() == [[0, 2, 1]]
 
 
-def _png_header_claiming(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG (under 100 bytes) whose IHDR claims width x height 1-bit pixels: a decompression bomb's header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
-
-
 def test_png_claiming_60000x60000_is_a_problem_not_pils_error(tmp_path):
     _png(tmp_path / "a.png")
-    bomb = _png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
+    bomb = png_header_claiming(tmp_path / "bomb.png", 60000, 60000)
     assert bomb.stat().st_size < 100
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's DecompressionBombWarning would fail the test
@@ -172,7 +161,7 @@ def test_pixel_limit_is_checked_on_the_header_for_images_and_masks(tmp_path, mon
 def test_mask_over_the_limit_is_refused_before_its_image_size_is_compared(tmp_path):
     _png(tmp_path / "img" / "a.png", h=4, w=4)
     (tmp_path / "gt").mkdir()
-    _png_header_claiming(tmp_path / "gt" / "a.png", 60000, 60000)
+    png_header_claiming(tmp_path / "gt" / "a.png", 60000, 60000)
     (problem,) = collect(str(tmp_path / "img"), str(tmp_path / "gt")).problems
     assert problem.message.startswith(f"gt_mask {tmp_path / 'gt' / 'a.png'} is 60000x60000")
 

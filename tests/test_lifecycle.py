@@ -21,45 +21,31 @@ from featvis.errors import SkippedImagesError
 from featvis.signals import Terminated, handle_termination, reset
 from featvis.sweep import outcome
 from featvis.sweep.results import RESULT_FILE, JobRecord
-from tests.conftest import CONF, DEMO_IMAGE, ROOT, cli_env, exit_code, history, run_cli, wandb_records, wandb_runs
-
-WAIT_S = 300  # how long to wait for a subprocess to reach a state: generous, never a timing assertion
+from tests.helpers import (
+    CONF,
+    DEMO_IMAGE,
+    ROOT,
+    WAIT_S,
+    cli_env,
+    exit_code,
+    history,
+    run_cli,
+    wandb_records,
+    wandb_runs,
+)
+from tests.helpers import demo_copies as _copies
+from tests.helpers import start_cli as _start
+from tests.helpers import wait_for as _wait_for
 
 
 def _lines(text: str) -> List[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _copies(folder: Path, n: int, prefix: str = "img") -> Path:
-    """`n` copies of the demo scene: a job long enough to be caught in the middle."""
-    folder.mkdir(parents=True)
-    data = DEMO_IMAGE.read_bytes()
-    for i in range(n):
-        (folder / f"{prefix}_{i:03d}.png").write_bytes(data)
-    return folder
-
-
 def _truncated() -> bytes:
     """The demo scene cut in half: its header reads, its pixels do not (libpng says `Read Error` on stderr)."""
     data = DEMO_IMAGE.read_bytes()
     return data[: len(data) // 2]
-
-
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(proc: subprocess.Popen, ready, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not ready():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the job ended (exit {proc.returncode}) before {what}: {err[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no {what} within {WAIT_S} s")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- one job per folder (case 3)
@@ -106,7 +92,7 @@ def _hold_in_another_process(folder: Path) -> subprocess.Popen:
 def test_a_partial_folder_is_stale_only_when_its_owner_is_gone(tmp_path):
     from featvis.config.job import JobInfo
     from featvis.pipeline import job as pipeline
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     (tmp_path / "featvis.partial").mkdir()
     (tmp_path / "featvis.partial" / "theirs.txt").write_text("a running job's")

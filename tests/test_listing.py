@@ -2,7 +2,6 @@
 
 import fnmatch
 import re
-from typing import Dict, List
 
 import cv2
 import pytest
@@ -16,22 +15,11 @@ from featvis.errors import ConfigError, LayerNotFoundError
 from featvis.model.load import load_model
 from featvis.pipeline.listing import OutputShapes, format_output, list_modules
 from featvis.record.layers import select_layers
-from tests.conftest import compose_cfg, run_cli, wandb_runs
+from tests.helpers import compose_cfg, run_cli, wandb_runs
+from tests.helpers import listing_table as table
 
 FIRST_IMAGE = sorted((ASSETS / "demo" / "images").glob("*.png"))[0]  # what the default `image` lists with
 SHAPE = re.compile(r"\d+x\d+")
-
-
-def table(text: str) -> Dict[str, List[str]]:
-    """{module name: [type, output, presets]} from a listing's table (columns: 2+ spaces apart)."""
-    header, body, footer = text.split("\n\n")
-    lines = body.splitlines()
-    assert re.split(r"\s{2,}", lines[0].strip()) == ["module", "type", "output", "presets"]
-    rows = {}
-    for line in lines[1:]:
-        cells = re.split(r"\s{2,}", line.strip())
-        rows[cells[0]] = cells[1:] + [""] * (4 - len(cells))
-    return rows
 
 
 def hook_count(model: nn.Module) -> int:

@@ -10,7 +10,7 @@ from featvis.config.job import JobInfo
 from featvis.data.masks import stray_labels
 from featvis.pipeline import job as pipeline
 from featvis.sweep.results import RESULT_FILE, write_job_result
-from tests.conftest import DEMO_IMAGE, compose_cfg, run_cli
+from tests.helpers import DEMO_IMAGE, compose_cfg, run_cli
 
 
 def _mask_with_stray_values(folder):

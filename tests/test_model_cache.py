@@ -10,7 +10,7 @@ from featvis.model import cache as model_cache
 from featvis.model import load as model_load
 from featvis.pipeline import job as pipeline
 from featvis.render import panels as render_panels
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 ONE_IMAGE = "image=featvis::demo/images/scene_000.png"
 

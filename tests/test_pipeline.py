@@ -12,7 +12,7 @@ from featvis.engine import drawer
 from featvis.pipeline import job as pipeline
 from featvis.render.draw import SCALE_BAR_GAP, scale_bar_rows
 from featvis.render.labels import overlay_labels
-from tests.conftest import compose_cfg, exit_code, history, run_record, wandb_records, wandb_runs
+from tests.helpers import compose_cfg, exit_code, history, run_record, wandb_records, wandb_runs
 
 DEMO_STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
 DECODER_MAPS = ["decode_head.psp_modules[0]", "decode_head.psp_modules[1]", "decode_head.psp_modules[2]",

@@ -26,8 +26,8 @@ from featvis.record.layers import Selected, select_layers
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder
 from featvis.reduce.base import Reduced
-from tests.conftest import ROOT, compose_cfg, error_line, run_cli
-from tests.test_listing import table
+from tests.helpers import ROOT, compose_cfg, error_line, run_cli
+from tests.helpers import listing_table as table
 
 SEGFORMER = "mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
 SEGMENTER = "mmseg::segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py"

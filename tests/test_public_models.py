@@ -7,7 +7,7 @@ import pytest
 from featvis.model.load import load_model
 from featvis.record.layers import select_layers
 from featvis.render.draw import scale_bar_rows
-from tests.conftest import compose_cfg, run_cli
+from tests.helpers import compose_cfg, run_cli
 
 PUBLIC = ["ann", "pspnet", "deeplabv3", "segformer"]
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from featvis.sweep.results import load_results
-from tests.conftest import DEMO_IMAGE, run_cli, wandb_runs
+from tests.helpers import DEMO_IMAGE, run_cli, wandb_runs
 
 RAY = ("hydra/launcher=ray",
        "+hydra.launcher.ray.init.num_cpus=2",  # two jobs at a time, as joblib's n_jobs=2

@@ -17,7 +17,7 @@ from featvis.reduce.base import ReductionConfig
 from featvis.reduce.channels import Topk, TopkConfig
 from featvis.reduce.class_map import ClassMap, ClassMapConfig
 from featvis.sweep.plan import share_key
-from tests.conftest import CONF, compose_cfg
+from tests.helpers import CONF, compose_cfg
 
 
 def _target(cls) -> list:

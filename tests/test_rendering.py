@@ -281,7 +281,7 @@ def test_shared_range_percentiles_exact_while_sampled_stays_bounded():
 def test_validate_rejects_bad_normalize_values(override, message):
     from featvis.config.schema import validate
     from featvis.errors import ConfigError
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         validate(compose_cfg(override))

@@ -19,7 +19,7 @@ from featvis.config.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.model.load import load_model
 from featvis.model.safe_load import load_checkpoint_file, safe_checkpoint_globals
-from tests.conftest import DEMO_IMAGE, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, error_line, run_cli
 
 CONFIG = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"

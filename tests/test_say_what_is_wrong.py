@@ -13,7 +13,7 @@ from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.pipeline import job as pipeline
-from tests.conftest import DEMO_IMAGE, compose_cfg, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, run_cli
 
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"
 FAST = ("backends=[local]", f"image={DEMO_IMAGE}", "layers.names=[decode_head.conv_seg]")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from featvis.config import data_only
-from tests.conftest import DEMO_IMAGE, compose_cfg, run_cli
+from tests.helpers import DEMO_IMAGE, compose_cfg, run_cli
 
 
 def test_names_given_compose_with_the_preset_null():

@@ -13,7 +13,7 @@ from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.sweep import shared_forward
 from featvis.sweep.plan import PLAN_FILE, make_plan, share_key
-from tests.conftest import DEMO_IMAGE, compose_cfg, run_planned_sweep
+from tests.helpers import DEMO_IMAGE, compose_cfg, run_planned_sweep
 
 LOCAL = ("backends=[local]",)
 PRESETS = ("decoder", "backbone", "dense")

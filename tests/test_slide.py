@@ -13,7 +13,7 @@ from featvis.record.recorder import FeatureRecorder
 from featvis.record.slide import SlideWindows
 from featvis.reduce.registry import create
 from featvis.render.draw import scale_bar_rows
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 CROP, STRIDE, H, W = 32, 24, 32, 80  # three windows across: x in [0,32), [24,56), [48,80)
 
@@ -213,7 +213,7 @@ def test_demo_pspnet_under_slide_draws_its_pooling_branch_as_the_plain_image(tmp
     from featvis.config.paths import ASSETS
     from featvis.pipeline import job as pipeline
     from featvis.record.slide import PER_WINDOW_NOTE
-    from tests.conftest import DEMO_IMAGE, compose_cfg
+    from tests.helpers import DEMO_IMAGE, compose_cfg
 
     config = tmp_path / "demo_slide.py"
     config.write_text(f"_base_ = [{str(ASSETS / 'configs' / 'demo_pspnet.py')!r}]\n"

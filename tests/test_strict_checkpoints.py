@@ -22,7 +22,7 @@ from featvis.errors import CheckpointError
 from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.sweep.results import JobRecord, job_record
-from tests.conftest import DEMO_IMAGE, compose_cfg, error_line, history, run_cli, wandb_records, wandb_runs
+from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, history, run_cli, wandb_records, wandb_runs
 
 CONFIG = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"

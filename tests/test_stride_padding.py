@@ -38,7 +38,7 @@ from featvis.render.align import align
 from featvis.render.heatmap import overlay_maps
 from featvis.render.labels import overlay_labels
 from featvis.render.scales import ScaleRule
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 H, W = 300, 451  # the photo: 451 is odd, 300 = 4 x 75
 SHRINK = ("model.backbone.init_cfg: null, model.backbone.channels: 8, model.backbone.ppm_channels: 16, "

@@ -13,8 +13,10 @@ import pytest
 
 from featvis.sweep import manifest
 from featvis.sweep.results import RESULT_FILE, load_results
-from tests.conftest import DEMO_IMAGE, ROOT, cli_env, error_line, run_cli
-from tests.test_lifecycle import WAIT_S, _copies, _start, _wait_for
+from tests.helpers import DEMO_IMAGE, ROOT, WAIT_S, cli_env, error_line, run_cli
+from tests.helpers import demo_copies as _copies
+from tests.helpers import start_cli as _start
+from tests.helpers import wait_for as _wait_for
 
 FAST = ("backends=[local]", f"image={DEMO_IMAGE}", "layers.names=[decode_head.conv_seg]")
 

@@ -13,7 +13,7 @@ from featvis.config.paths import ASSETS
 from featvis.sweep.results import NO_PICTURES, RESULT_FILE, JobRecord, load_results
 from featvis.sweep.sheets import BAND, GAP, TILE_H
 from featvis.sweep.summary import summarize
-from tests.conftest import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
+from tests.helpers import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
 
 CHECKPOINT = ASSETS / "checkpoints" / "demo_pspnet.pth"
 

@@ -11,7 +11,7 @@ from featvis.backends.base import RunInfo
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.render.panel import Panel
-from tests.conftest import compose_cfg, history, wandb_records, wandb_runs
+from tests.helpers import compose_cfg, history, wandb_records, wandb_runs
 
 
 def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatch):

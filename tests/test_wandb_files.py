@@ -13,7 +13,7 @@ from featvis.backends.base import RunInfo
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.backends.wandb import FILES_DIR
 from featvis.render.panel import Panel
-from tests.conftest import ROOT, cli_env, compose_cfg, run_cli, wandb_records, wandb_runs
+from tests.helpers import ROOT, cli_env, compose_cfg, run_cli, wandb_records, wandb_runs
 
 WAIT_S = 300  # how long to wait for a process to end: generous, never a timing assertion
 

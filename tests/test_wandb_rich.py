@@ -10,7 +10,7 @@ from featvis.backends.wandb import _masks
 from featvis.config.job import JobInfo
 from featvis.config.paths import ASSETS
 from featvis.pipeline import job as pipeline
-from tests.conftest import compose_cfg, history, wandb_records, wandb_runs
+from tests.helpers import compose_cfg, history, wandb_records, wandb_runs
 
 DEMO_STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
 DEMO_CLASSES = ["background", "circle", "square", "triangle"]

@@ -18,7 +18,7 @@ from featvis.backends.base import RunInfo
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.errors import BackendError
 from featvis.render.panel import Panel
-from tests.conftest import (
+from tests.helpers import (
     DEMO_IMAGE,
     ROOT,
     cli_env,
@@ -48,7 +48,7 @@ def test_a_job_never_imports_wandb_itself(tmp_path):
         "from pathlib import Path\n"
         "from featvis.config.job import JobInfo\n"
         "from featvis.pipeline import job\n"
-        "from tests.conftest import compose_cfg\n"
+        "from tests.helpers import compose_cfg\n"
         f"job.run(compose_cfg('image={DEMO_IMAGE}'), JobInfo(output_dir=Path({str(tmp_path)!r})))\n"
         "print('wandb imported:', 'wandb' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
