@@ -7,7 +7,7 @@
 
 import sys
 
-from featvis.backends.wandb_worker import prewarm_for
+from featvis.backends.wandb_pool import prewarm_for
 
 if __name__ == "__main__":
     prewarm_for(sys.argv[1:])  # W&B's worker imports wandb while this process imports torch and mmseg

@@ -84,15 +84,15 @@ def worker_rows(image: np.ndarray, n: int, header_only: bool, original) -> float
     """The W&B worker's CPU s per logged row of nine JPEGs (this process's threads: wandb's included)."""
     import wandb
 
-    from featvis.backends import wandb_worker
+    from featvis.backends import wandb_child
 
     wandb.Image._initialize_from_path = original
     if header_only:
-        wandb_worker.size_from_header(wandb)
+        wandb_child.size_from_header(wandb)
     fmt = PictureFormat("jpeg", 90, 1024)
     folder = tempfile.mkdtemp(prefix="featvis-bench-worker-")
     try:
-        worker = wandb_worker._Worker(lambda message: None)
+        worker = wandb_child._Worker(lambda message: None)
         worker.run = wandb.init(dir=folder, mode="offline", project="featvis-bench")
         rows = []
         for i in range(n):

@@ -13,7 +13,7 @@
   `scheme()` and `_normalize_file_name`, and the `root`/`repo` locals of
   `defaults_list._create_defaults_tree_impl` (featvis.config.bounded): every config file checked
   before it is parsed, and a defaults loop named by its files.
-- wandb's `Image._initialize_from_path` (featvis.backends.wandb_worker.size_from_header): the
+- wandb's `Image._initialize_from_path` (featvis.backends.wandb_child.size_from_header): the
   W&B worker sizes its pictures from their headers and moves them into the run.
 """
 
@@ -78,7 +78,7 @@ def test_wandb_image_from_path_is_what_the_worker_replaces(tmp_path, monkeypatch
     import cv2
     import wandb
 
-    from featvis.backends.wandb_worker import size_from_header
+    from featvis.backends.wandb_child import size_from_header
 
     original = wandb.Image._initialize_from_path
     assert list(inspect.signature(original).parameters) == ["self", "path"]

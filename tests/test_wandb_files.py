@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featvis.backends import wandb_worker
+from featvis.backends import wandb_pool
 from featvis.backends.base import RunInfo
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.backends.wandb import FILES_DIR
@@ -83,8 +83,8 @@ def test_a_reused_worker_keeps_its_service_files_in_its_first_jobs_folder_and_ea
     assert workers[0] is workers[1]
 
     assert not (jobs[1] / FILES_DIR / "cache").exists()
-    with wandb_worker._IDLE_LOCK:
-        wandb_worker._IDLE.remove(workers[0])
+    with wandb_pool._IDLE_LOCK:
+        wandb_pool._IDLE.remove(workers[0])
     workers[0].quit()
     workers[0]._proc.wait(timeout=WAIT_S)
     assert workers[0]._proc.returncode == 0
@@ -114,8 +114,8 @@ def test_a_worker_started_after_this_process_opened_a_wandb_run_starts_its_own_s
     monkeypatch.setenv("WANDB_SERVICE", "3-1-unix-/nonexistent/wandb.sock")  # as wandb leaves it
     job = tmp_path / "job"
     worker = _job(job / "featvis.partial", "job")
-    with wandb_worker._IDLE_LOCK:
-        wandb_worker._IDLE.remove(worker)
+    with wandb_pool._IDLE_LOCK:
+        wandb_pool._IDLE.remove(worker)
     worker.quit()
     worker._proc.wait(timeout=WAIT_S)
     assert worker._proc.returncode == 0
@@ -127,7 +127,7 @@ def test_the_worker_imports_wandb_without_writing_in_the_temporary_folder(tmp_pa
     """wandb makes two temporary folders when imported, before the worker knows the job's folder;
     the worker's import makes them only when they are first used (an import alone: never)."""
     probe = ("import os, sys\n"
-             "from featvis.backends.wandb_worker import _made_on_use\n"
+             "from featvis.backends.wandb_child import _made_on_use\n"
              "if sys.argv[1] == 'worker':\n"
              "    with _made_on_use():\n"
              "        import wandb\n"

@@ -139,7 +139,7 @@ def _children(pid):
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == pid and b"featvis.backends.wandb_worker" in cmdline:
+        if ppid == pid and b"featvis.backends.wandb_child" in cmdline:
             found.append(int(stat.parent.name))
     return found
 
@@ -220,7 +220,7 @@ def test_one_worker_serves_the_jobs_of_a_process_each_with_its_own_run(tmp_path)
     (["wandb.mode=disabled"], False),
 ])
 def test_run_py_prewarms_the_worker_only_when_the_command_line_will_open_a_run(argv, wanted):
-    from featvis.backends.wandb_worker import wanted_by
+    from featvis.backends.wandb_pool import wanted_by
 
     assert wanted_by(argv) is wanted
 
@@ -253,7 +253,7 @@ def test_run_py_starts_the_worker_before_it_imports_torch(tmp_path):
 
 
 def test_wandbs_service_port_file_poll_sleeps_through_the_function_the_worker_shortens():
-    """wandb_worker.quick_service_start replaces `_SLEEP`: the poll must still call it, by that name."""
+    """wandb_child.quick_service_start replaces `_SLEEP`: the poll must still call it, by that name."""
     import inspect
 
     from wandb.sdk.lib.service import service_port_file

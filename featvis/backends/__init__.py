@@ -6,6 +6,6 @@ backends (LocalVisBackend, TensorboardVisBackend, MLflowVisBackend, ...) plug in
 them with one config file: the visualizer wraps those (featvis.backends.adapter).
 
 The package itself imports nothing: featvis.backends.visualizer imports (and so
-registers) the backends, and the W&B worker process (featvis.backends.wandb_worker)
-starts without MMEngine.
+registers) the backends, and the W&B worker process (featvis.backends.wandb_child; its client
+wandb_worker, and wandb_pool, which worker a job uses) starts without MMEngine.
 """

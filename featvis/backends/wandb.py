@@ -53,8 +53,9 @@ from mmengine.registry import VISBACKENDS
 
 from featvis.backends.base import FeatvisBackend, RunInfo
 from featvis.backends.encoding import Encoded, PictureFormat, write_picture
+from featvis.backends.wandb_pool import acquire, prewarm, release
 from featvis.backends.wandb_run import RunSpec
-from featvis.backends.wandb_worker import WandbProcess, acquire, prewarm, release
+from featvis.backends.wandb_worker import WandbProcess
 from featvis.errors import ConfigError
 from featvis.render.labels import IGNORE_INDEX  # mmseg's ignore label in ground-truth masks
 from featvis.render.panel import Panel

@@ -1,4 +1,7 @@
-"""The W&B run of a job, in a process of its own: the client the backend talks to, and that process.
+"""The W&B run of a job, in a process of its own: the client the backend talks to (`WandbProcess`).
+
+wandb_pool.py chooses the worker a job uses (an idle one, or one started early); wandb_child.py
+is the worker process. Why a process, and what travels between them:
 
 wandb is pure Python on the job's side of its service: importing it, `wandb.init` (which
 imports pydantic models whose set-up scans every loaded module: three times slower once
@@ -35,26 +38,24 @@ artifact files (its `featvis/table`) go to its own.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import logging
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections import deque
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
-from featvis.backends.wandb_run import RunSpec, open_run
 from featvis.errors import BackendError
 
 log = logging.getLogger(__name__)
+
+
+CHILD = "featvis.backends.wandb_child"  # the worker process's module (python -m)
 
 
 class WandbProcessError(BackendError):
@@ -71,7 +72,7 @@ class WandbProcess:
         self.env = _wandb_env()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(write_fd)], stdin=subprocess.PIPE, env=_child_env(),
+                [sys.executable, "-m", CHILD, str(write_fd)], stdin=subprocess.PIPE, env=_child_env(),
                 stdout=self._output, stderr=self._output, pass_fds=(write_fd,), close_fds=True)
         finally:
             os.close(write_fd)
@@ -200,87 +201,7 @@ def _death(code: Optional[int], last_line: str) -> str:
             "the run keeps what it logged; rerun the job, or use backends=[local] to skip W&B")
 
 
-EXIT_WAIT_S = 5.0  # how long the process waits at exit for its idle workers to end
 DEATH_WAIT_S = 5.0  # how long `check` waits for the reply thread to word a dead worker's error
-_IDLE: List[WandbProcess] = []  # workers whose run is finished, for the process's next job
-_IDLE_LOCK = threading.Lock()
-
-
-def acquire() -> WandbProcess:
-    """An idle worker started with the same WANDB_* environment, or a new one."""
-    with _IDLE_LOCK:
-        while _IDLE:
-            worker = _IDLE.pop()
-            if _fits(worker):
-                return worker
-            worker.quit()
-    return WandbProcess()
-
-
-def prewarm() -> None:
-    """Start a worker now, if none is idle, so that it imports wandb while the job loads its model."""
-    with _IDLE_LOCK:
-        if not any(_fits(w) for w in _IDLE):
-            _IDLE.append(WandbProcess())
-
-
-# Hydra's flags that print something and run no job
-NO_JOB_FLAGS = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-p", "--package", "-sc",
-                "--shell-completion")
-
-
-def wanted_by(argv: Sequence[str]) -> bool:
-    """Whether a `run.py` command line will probably open a W&B run, read before its config is composed.
-
-    The default config logs to W&B; these say it will not: a Hydra flag that runs no job,
-    `mode=list`, `wandb.mode=disabled`, `backends=...` without wandb, `~backends(.wandb)`.
-    A wrong guess costs a worker that imports wandb and ends unused, or the time prewarming saves.
-    """
-    for arg in argv:
-        if arg.split("=", 1)[0] in NO_JOB_FLAGS:  # --cfg and --cfg=job alike
-            return False
-        key, _, value = arg.lstrip("+").partition("=")
-        if key in ("~backends", "~backends.wandb") or (key, value) in (("mode", "list"), ("wandb.mode", "disabled")):
-            return False
-        if key == "backends" and "wandb" not in value:
-            return False
-    return True
-
-
-def prewarm_for(argv: Sequence[str]) -> None:
-    """`prewarm` when the command line will probably open a W&B run (`wanted_by`); run.py calls it
-    first thing, so that the worker imports wandb on another core while the job's process spends
-    seconds importing torch and mmseg (a default job: about 0.8 s sooner). wandb's service starts
-    with the first run, once the job's folder is known (see the module docstring)."""
-    if wanted_by(argv):
-        prewarm()
-
-
-def release(worker: WandbProcess) -> None:
-    """Keep a worker whose run is finished for the next job (it ends with this process)."""
-    if worker.alive():
-        with _IDLE_LOCK:
-            _IDLE.append(worker)
-
-
-@atexit.register
-def _shutdown() -> None:
-    """At exit, let idle workers end and wait for them (a fraction of a second): no process is left behind."""
-    with _IDLE_LOCK:
-        idle = list(_IDLE)
-        _IDLE.clear()
-    for worker in idle:
-        worker.quit()
-    for worker in idle:
-        try:
-            worker._proc.wait(timeout=EXIT_WAIT_S)
-        except subprocess.TimeoutExpired:  # it ends on its own when it reads the end of its input
-            pass
-
-
-def _fits(worker: WandbProcess) -> bool:
-    """An idle worker this job can use: alive, and started with today's WANDB_* environment."""
-    return worker.alive() and worker.env == _wandb_env()
 
 
 # wandb saves the address of the service a process started in that process's environment (WANDB_SERVICE),
@@ -320,243 +241,3 @@ def _last_line(output: Any) -> str:
     return f": {lines[-1]}" if lines else ""
 
 
-# -- the worker process ------------------------------------------------------------------
-class _Forward(logging.Handler):
-    """featvis's log records (wandb's terminal messages among them) to the job's log."""
-
-    def __init__(self, reply: Any) -> None:
-        super().__init__(logging.DEBUG)
-        self.reply = reply
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.reply({"log": record.levelno, "name": record.name, "message": record.getMessage()})
-        except Exception:  # noqa: BLE001  (a log line never stops the run)
-            pass
-
-
-class WandbFiles:
-    """Where wandb puts its own files in this process: in the job's folder, never in the home folder or /tmp.
-
-    What wandb 0.31 writes outside a run's folder (measured with strace on a default job, offline),
-    and where it goes instead, under `folder` (a job's `.wandb-internal/`):
-      - `data/`: WANDB_DATA_DIR, set for each run: `artifacts/staging/`, a copy of every file of the
-        run's `featvis/table` artifact (its pictures too), which an offline run names by absolute
-        path until `wandb sync` uploads them (~/.local/share/wandb before; never removed there);
-      - `cache/`: WANDB_CACHE_DIR, for the service: its log `wandb/logs/core-debug-*.log`
-        (~/.cache/wandb/logs before) and, online, wandb's artifact cache (read from wandb's source:
-        uploaded artifact files go there; not measured, this machine has no network);
-      - `tmp/`: the process's temporary folder (`tempfile.tempdir`, and TMPDIR for the service):
-        the service's port file and socket, wandb's media temporaries (mask PNGs, the table's
-        JSON) before they move into the run; emptied when the worker ends, and then removed.
-    The service's (cache and tmp) are set once, before it starts, at the worker's first run; its
-    socket path is made relative (the worker works in `folder`) so that it fits the 107 bytes a
-    Unix socket path may have (wandb-core falls back to /tmp otherwise). WANDB_CONFIG_DIR is left
-    alone: wandb only reads it (~/.config/wandb/settings, where `wandb login --host` keeps the server).
-    """
-
-    def __init__(self) -> None:
-        self.home: Optional[Path] = None  # the first run's folder: the service's files
-
-    def use(self, folder: Optional[str]) -> None:
-        """Before opening a run whose wandb files go to `folder` (None: leave wandb's defaults)."""
-        if folder is None:
-            return
-        folder = Path(folder)
-        os.environ["WANDB_DATA_DIR"] = str(folder / "data")  # read at each staging, so per run
-        if self.home is None:
-            (folder / "tmp").mkdir(parents=True, exist_ok=True)
-            os.chdir(folder)
-            os.environ["TMPDIR"] = "tmp"
-            os.environ["WANDB_CACHE_DIR"] = str(folder / "cache")
-            tempfile.tempdir = str(folder / "tmp")
-            self.home = folder
-        else:
-            Path(tempfile.tempdir or folder / "tmp").mkdir(parents=True, exist_ok=True)  # if it was removed
-
-    def tidy(self) -> None:
-        """At exit, after wandb's own clean-up: remove the temporary folder if it is empty."""
-        if self.home is not None:
-            try:
-                (self.home / "tmp").rmdir()
-            except OSError:  # not empty (a temporary file of a killed service), or already gone
-                pass
-
-
-class _MadeOnUse:
-    """A `tempfile.TemporaryDirectory` whose folder is made when its name is first read, not when it is made.
-
-    wandb makes two at import (`wandb.sdk.data_types._private.MEDIA_TMP`, `Artifact._TMP_DIR`),
-    in the system's temporary folder, before the worker knows the job's folder; this makes
-    them in the folder `tempfile` names when they are first used (then `WandbFiles`'s `tmp/`),
-    again if it was removed, and removes them at exit as wandb asks.
-    """
-
-    def __init__(self, suffix: Optional[str] = None, prefix: Optional[str] = None, dir: Optional[str] = None,
-                 *args: Any, **kwargs: Any) -> None:
-        self._where = (suffix, prefix, dir)
-        self._name: Optional[str] = None
-
-    @property
-    def name(self) -> str:
-        if self._name is None or not os.path.isdir(self._name):
-            self._name = tempfile.mkdtemp(*self._where)
-        return self._name
-
-    def cleanup(self) -> None:
-        if self._name is not None:
-            shutil.rmtree(self._name, ignore_errors=True)
-            self._name = None
-
-    def __enter__(self) -> str:
-        return self.name
-
-    def __exit__(self, *exc: Any) -> None:
-        self.cleanup()
-
-
-@contextmanager
-def _made_on_use() -> Iterator[None]:
-    """While wandb is imported: its temporary folders are made when used (`_MadeOnUse`)."""
-    real = tempfile.TemporaryDirectory
-    tempfile.TemporaryDirectory = _MadeOnUse  # type: ignore[misc, assignment]
-    try:
-        yield
-    finally:
-        tempfile.TemporaryDirectory = real  # type: ignore[misc]
-
-
-class _Worker:
-    def __init__(self, reply: Any, files: WandbFiles) -> None:
-        self.reply = reply
-        self.files = files
-        self.run: Any = None
-        self.images: Dict[str, Any] = {}  # picture file -> its wandb.Image, for the table
-
-    def handle(self, cmd: Dict[str, Any]) -> None:
-        op, cid = cmd.get("op"), cmd.get("id")
-        try:
-            if op == "open":
-                self.finish(1)  # an earlier run the job never finished
-                self.files.use(cmd.get("files"))  # before wandb's service starts, in the first open_run
-                self.run, mode = open_run(RunSpec(**cmd["spec"]), cmd["mode"])
-                self.reply({"op": "open", "id": cid, "mode": mode})
-            elif op == "log" and self.run is not None:
-                self.run.log({k: self.value(v) for k, v in cmd["row"].items()}, step=int(cmd["step"]))
-            elif op == "table" and self.run is not None:
-                import wandb  # noqa: PLC0415
-
-                data = [[self.value(v) for v in row] for row in cmd["data"]]
-                # in the summary, not the history: the history keeps exactly one row per image
-                self.run.summary["featvis/table"] = wandb.Table(columns=cmd["columns"], data=data,
-                                                                allow_mixed_types=True)
-            elif op == "finish":
-                self.finish(int(cmd.get("exit_code", 0)))
-                self.reply({"op": "finish", "id": cid})
-        except Exception as err:  # noqa: BLE001  (reported to the job, which raises it)
-            text = str(err).splitlines()[0] if str(err) else type(err).__name__
-            answer = {"op": op, "error": f"W&B {op} failed: {text}"}
-            self.reply({**answer, "id": cid} if op in ("open", "finish") else answer)
-
-    def value(self, value: Any) -> Any:
-        if not isinstance(value, dict) or "picture" not in value:
-            return value
-        path = value["picture"]
-        if path not in self.images:
-            import numpy as np  # noqa: PLC0415
-            import wandb  # noqa: PLC0415
-
-            masks = {name: {"mask_data": np.load(m["file"], allow_pickle=False),
-                            "class_labels": {int(v): str(n) for v, n in m["class_labels"]}}
-                     for name, m in (value.get("masks") or {}).items()}
-            self.images[path] = wandb.Image(path, caption=value.get("caption"), masks=masks or None)
-        return self.images[path]
-
-    def finish(self, exit_code: int) -> None:
-        if self.run is not None:
-            run, self.run, self.images = self.run, None, {}
-            run.finish(exit_code=exit_code)  # copies the logged media into the run
-
-
-def size_from_header(wandb: Any) -> None:
-    """Make `wandb.Image(path)` read a picture's size from its header and move the file into the run.
-
-    wandb 0.31 decodes every picture given by path (`Image._initialize_from_path`) only to
-    read its size (2.4 ms for a 1024x512 JPEG; its header takes 0.04 ms), then copies the
-    file into the run's media folder. The pictures this process logs are featvis's staged
-    files, written for the run and deleted after it, so they are moved (wandb's own path for
-    its temporary files), not copied. A row of nine 1024x512 JPEGs costs this process 6 ms
-    of CPU instead of 34-37 (benchmarks/bench_logging.py). Patched on the class, not a
-    subclass: W&B tables type their cells by exact class. Only in this process, which logs
-    nothing else; tests/test_private_apis.py pins the method.
-    """
-    from PIL import Image as PILImage  # noqa: PLC0415
-
-    def from_path(self: Any, path: str) -> None:
-        self._set_file(path, is_tmp=True)  # its sha256 and size; moved, not copied, when bound to the run
-        with PILImage.open(path) as header:  # the header only: size and mode, no pixels decoded
-            self._image = header
-        self.format = os.path.splitext(path)[1][1:]
-
-    wandb.Image._initialize_from_path = from_path
-
-
-SERVICE_POLL_S = 0.01  # how often this process looks for wandb's service's port file while it starts
-
-
-def quick_service_start() -> None:
-    """Look for the port file of wandb's starting service every 10 ms instead of every 0.2 s.
-
-    wandb 0.31 starts its service, then polls for the file in which the service writes its
-    address (`service_port_file.poll_for_token`): the first look is too early (the service
-    takes a few ms), the next 0.2 s later. Since the service starts at the first open (once
-    the job's folder is known: `WandbFiles`), that sleep delayed the run, and so the job's
-    close: in paired default jobs the wait for the run to finish went from 0.40 s (service
-    started at prewarm) to 0.61 s, and 0.29 s with this (medians of 5). Patched in this
-    process only, which starts no other service; the test of the worker pins `_SLEEP`.
-    """
-    import time  # noqa: PLC0415
-
-    from wandb.sdk.lib.service import service_port_file  # noqa: PLC0415
-
-    service_port_file._SLEEP = lambda seconds: time.sleep(min(seconds, SERVICE_POLL_S))
-
-
-def main(reply_fd: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the job decides when its run ends
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    out = os.fdopen(reply_fd, "w", encoding="utf-8")
-    lock = threading.Lock()
-
-    def reply(message: Dict[str, Any]) -> None:
-        with lock:
-            try:
-                out.write(json.dumps(message) + "\n")
-                out.flush()
-            except (OSError, ValueError):  # the job is gone: still log what it sent, then finish
-                pass
-
-    featvis_log = logging.getLogger("featvis")
-    featvis_log.setLevel(logging.DEBUG)
-    featvis_log.addHandler(_Forward(reply))
-    featvis_log.propagate = False
-    files = WandbFiles()
-    atexit.register(files.tidy)  # registered before wandb's own exit hooks, so it runs after them
-    with _made_on_use():
-        import wandb  # noqa: PLC0415  (while the job loads its model; the service starts at the first open)
-    size_from_header(wandb)
-    quick_service_start()
-
-    worker = _Worker(reply, files)
-    try:
-        for line in sys.stdin.buffer:  # the job's end before any open: wandb's service never started
-            cmd = json.loads(line)
-            if cmd.get("op") == "quit":
-                break
-            worker.handle(cmd)
-    finally:
-        worker.finish(1)  # the job died or quit with a run open: keep what it logged, marked failed
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]))
