@@ -107,6 +107,7 @@ def _write_result(cfg: DictConfig, info, result, error) -> None:
 
 
 CFG_OPTIONS = "model.cfg_options."
+SCHEMA_PREFIX = "base_"  # ConfigStore's schema entries (reduction/base_topk, model/base_model): no option to type
 
 
 def plain_cfg_options(argv: List[str]) -> List[str]:
@@ -210,7 +211,7 @@ def one_line(err: BaseException) -> str:
         return f"bad value for {getattr(cause, 'full_key', '')!r}: {msg}"
     if isinstance(err, MissingConfigException):
         first = str(err).strip().splitlines()[0]
-        options = getattr(err, "options", None)
+        options = [o for o in getattr(err, "options", None) or [] if not o.startswith(SCHEMA_PREFIX)]
         return f"{first}; available: {', '.join(options)}" if options else _flat(first)
     if isinstance(err, (HydraException, OmegaConfBaseException)):
         return _flat(str(err))

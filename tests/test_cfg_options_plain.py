@@ -32,3 +32,11 @@ def test_a_key_given_twice_takes_the_last_value(tmp_path):
                    "model.cfg_options.model.decode_head.num_classes=5")
     assert proc.returncode == 0, proc.stderr
     assert " 1x5x" in next(line for line in proc.stdout.splitlines() if line.startswith("decode_head.conv_seg "))
+
+
+def test_an_unknown_group_option_lists_only_the_options_a_user_can_type(tmp_path):
+    proc = run_cli("reduction=nonexistent", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith("featvis: error: ") and "Could not find 'reduction/nonexistent'" in line
+    assert "select_max" in line and "topk" in line and "base_" not in line  # no ConfigStore schema entries
