@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -106,7 +107,12 @@ def test_sigterm_stops_a_long_composition(tmp_path):
                              "+preset=slow", "backends=[local]"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(3)  # Hydra is composing by now
+    # Hydra is composing once the process has spent more CPU than its start takes (under 1 s: no torch
+    # is imported before a job runs); a fixed sleep was too short on a loaded machine
+    busy = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while sum(busy.cpu_times()[:2]) < 2.5 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert proc.poll() is None
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)

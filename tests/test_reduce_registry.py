@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 import featvis.reduce
 from featvis.config.schema import register_configs, validate
 from featvis.errors import ConfigError, ReductionError
-from featvis.reduce import registry
+from featvis.reduce import options, registry
 from featvis.reduce.base import ReductionConfig
 from featvis.reduce.channels import Topk, TopkConfig
 from featvis.reduce.class_map import ClassMap, ClassMapConfig
@@ -22,6 +22,11 @@ from tests.helpers import CONF, compose_cfg
 
 def _target(cls) -> list:
     return ["reduction.target_class=1"] if cls.needs_class else []
+
+
+def test_the_options_listed_for_the_command_line_are_each_reductions_own():
+    """featvis.reduce.options.OPTIONS (composed without importing torch) names each reduction's config_class."""
+    assert options.OPTIONS == {name: cls.config_class for name, cls in registry.reductions().items()}
 
 
 def test_every_yaml_is_a_registered_reduction_and_every_reduction_has_a_yaml():
@@ -154,7 +159,9 @@ def negate(tmp_path, monkeypatch):
     (conf / "negate.yaml").write_text(NEGATE_YAML)
     monkeypatch.setattr(featvis.reduce, "__path__", [*featvis.reduce.__path__, str(code)])
     registry.reductions.cache_clear()
-    register_configs()  # as at start-up: every discovered reduction's schema in the ConfigStore
+    # its options named in featvis.reduce.options.OPTIONS, as the README says (here: the module's own class)
+    monkeypatch.setitem(options.OPTIONS, "negate", registry.get("negate").config_class)
+    register_configs()  # as at start-up: every reduction's schema in the ConfigStore
     yield f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
     monkeypatch.undo()
     sys.modules.pop("featvis.reduce.negate", None)

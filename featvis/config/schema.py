@@ -21,14 +21,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from featvis.backends.encoding import PictureFormat
-from featvis.backends.visualizer import known_backend_types
-from featvis.backends.wandb import WANDB_FORMATS
 from featvis.config import paths
 from featvis.data.limits import DECODER_MAX_PIXELS, DEFAULT_MAX_PIXELS
 from featvis.errors import ConfigError
-from featvis.reduce import registry as reductions
-from featvis.reduce.base import ReductionConfig
+from featvis.reduce.options import OPTIONS, ReductionConfig
 
 
 class Choice(str, Enum):
@@ -195,7 +191,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     cs.store(group="model", name="base_model", node=ModelConfig)
-    reductions.store_configs(cs)  # reduction/base_<name>: each reduction's own options
+    for name, options in OPTIONS.items():  # reduction/base_<name>: each reduction's own options
+        cs.store(group="reduction", name=f"base_{name}", node=options(name=name))
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -206,8 +203,10 @@ def validate(cfg: DictConfig) -> Config:
 
     The one conversion from Hydra's DictConfig: everything below the CLI gets the
     dataclasses (`OmegaConf.to_object`). Raises ConfigError with one line naming the key
-    and the fix.
+    and the fix. The checks that need a registry (reductions, MMEngine's backends) import it
+    here, when a job runs: composing, --help and --cfg never import torch or mmseg.
     """
+
     _reject_unknown_keys(cfg, Config, "")
     try:
         OmegaConf.resolve(cfg)
@@ -226,20 +225,12 @@ def validate(cfg: DictConfig) -> Config:
     if cfg.model.scale is not None and (len(cfg.model.scale) != 2 or min(cfg.model.scale) < 1):
         raise ConfigError(f"model.scale={list(cfg.model.scale)} must be [width, height], both at least 1 "
                           "(the test pipeline's Resize scale), or null for the config's own")
-    reductions.check(cfg.reduction)  # a known name, its own config type, its option values
     if not 0.0 <= cfg.alpha <= 1.0:
         raise ConfigError(f"alpha={cfg.alpha} must be between 0 and 1")
     if not _DEVICE.match(cfg.device):
         raise ConfigError(f"device={cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N")
     if not 0 < cfg.wandb.init_timeout < float("inf"):  # NaN too
         raise ConfigError(f"wandb.init_timeout={cfg.wandb.init_timeout} must be a positive number of seconds")
-    if cfg.wandb.image_format not in WANDB_FORMATS:
-        raise ConfigError(f"wandb.image_format={cfg.wandb.image_format!r}: W&B shows "
-                          f"{' or '.join(WANDB_FORMATS)} pictures; use one of those")
-    try:
-        PictureFormat(cfg.wandb.image_format, cfg.wandb.quality, cfg.wandb.max_side)
-    except ConfigError as err:
-        raise ConfigError(f"wandb.{err}") from None
     if not 1 <= cfg.batch_size <= 1024:
         raise ConfigError(f"batch_size={cfg.batch_size} must be between 1 and 1024 (images per forward pass)")
     if not 1 <= cfg.max_image_pixels <= DECODER_MAX_PIXELS:
@@ -252,11 +243,6 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(f"max_images={cfg.max_images} must be at least 1 (or null for every image)")
     if not cfg.backends:
         raise ConfigError("no backend selected: pass e.g. backends=[local] or backends=[local,wandb]")
-    known = known_backend_types()
-    for key, backend in cfg.backends.items():
-        if backend.type not in known:
-            raise ConfigError(f"backends.{key}.type={backend.type!r} is not in MMEngine's VISBACKENDS "
-                              f"registry: use one of {sorted(known)}")
     if not 16 <= cfg.compare.pixels <= 65536:
         raise ConfigError(f"compare.pixels={cfg.compare.pixels} must be between 16 and 65536 "
                           "(pixels sampled per image)")
@@ -267,6 +253,25 @@ def validate(cfg: DictConfig) -> Config:
     if len(norm.percentiles) != 2 or not 0.0 <= norm.percentiles[0] < norm.percentiles[1] <= 100.0:
         raise ConfigError(f"normalize.percentiles={list(norm.percentiles)} must be [low, high] "
                           "with 0 <= low < high <= 100")
+    # last, the checks that need a registry: they import torch and MMEngine (seconds), which the
+    # checks above and every composing error spare
+    from featvis.backends.encoding import PictureFormat  # noqa: PLC0415
+    from featvis.backends.visualizer import known_backend_types  # noqa: PLC0415
+    from featvis.backends.wandb import WANDB_FORMATS  # noqa: PLC0415
+    from featvis.reduce import registry as reductions  # noqa: PLC0415
+    reductions.check(cfg.reduction)  # a known name, its own config type, its option values
+    if cfg.wandb.image_format not in WANDB_FORMATS:
+        raise ConfigError(f"wandb.image_format={cfg.wandb.image_format!r}: W&B shows "
+                          f"{' or '.join(WANDB_FORMATS)} pictures; use one of those")
+    try:
+        PictureFormat(cfg.wandb.image_format, cfg.wandb.quality, cfg.wandb.max_side)
+    except ConfigError as err:
+        raise ConfigError(f"wandb.{err}") from None
+    known = known_backend_types()
+    for key, backend in cfg.backends.items():
+        if backend.type not in known:
+            raise ConfigError(f"backends.{key}.type={backend.type!r} is not in MMEngine's VISBACKENDS "
+                              f"registry: use one of {sorted(known)}")
     return typed(cfg)
 
 

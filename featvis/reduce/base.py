@@ -25,30 +25,15 @@ be cheap and keep no reference to `feat`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar, FrozenSet, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 from torch import nn
 
 from featvis.errors import ConfigError
 from featvis.record.recorded import ModelPass, Reduced  # noqa: F401 (the reductions' names for them)
-
-
-@dataclass
-class ReductionConfig:
-    """The options every reduction has; a reduction with options of its own subclasses it."""
-
-    name: str = MISSING  # a reduction's name: a key of featvis.reduce.registry.reductions()
-
-
-@dataclass
-class ClassTargetConfig(ReductionConfig):
-    """The options of a reduction that needs_class."""
-
-    target_class: Optional[str] = None  # a class name or index of the model's dataset
+from featvis.reduce.options import ClassTargetConfig, ReductionConfig  # noqa: F401 (the reductions' names)
 
 
 class Reduction(ABC):

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from featvis.errors import ConfigError
-from featvis.reduce.base import Reduced, Reduction, ReductionConfig
+from featvis.reduce.base import Reduced, Reduction
+from featvis.reduce.options import TopkConfig
 
 
 def _channel_sums(feat: torch.Tensor) -> torch.Tensor:
@@ -39,12 +39,6 @@ class SqueezeMean(Reduction):
 
     def apply(self, feat: torch.Tensor, layer: str) -> Reduced:
         return Reduced(feat.mean(dim=0, keepdim=True))
-
-
-@dataclass
-class TopkConfig(ReductionConfig):
-    topk: int = 4  # channels drawn
-    arrangement: List[int] = field(default_factory=lambda: [2, 2])  # rows, cols of the grid they are drawn in
 
 
 class Topk(Reduction):

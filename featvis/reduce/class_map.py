@@ -14,12 +14,8 @@ import torch
 from torch import nn
 
 from featvis.errors import ReductionError
-from featvis.reduce.base import ClassTargetConfig, Reduced, Reduction
-
-
-@dataclass
-class ClassMapConfig(ClassTargetConfig):
-    """target_class: the class whose logit is drawn (a name or an index)."""
+from featvis.reduce.base import Reduced, Reduction
+from featvis.reduce.options import ClassMapConfig
 
 
 @dataclass

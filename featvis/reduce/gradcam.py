@@ -7,7 +7,6 @@ the forward and backward machinery of featvis.record.gradcam).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -16,13 +15,9 @@ from torch import nn
 
 from featvis.errors import ReductionError
 from featvis.record.gradcam import check_supported, gradcam_maps
-from featvis.reduce.base import ClassTargetConfig, ModelPass, Reduced, Reduction
+from featvis.reduce.base import ModelPass, Reduced, Reduction
 from featvis.reduce.class_map import model_classes, resolve_class
-
-
-@dataclass
-class GradcamConfig(ClassTargetConfig):
-    """target_class: the class whose predicted pixels the gradient is taken for (a name or an index)."""
+from featvis.reduce.options import GradcamConfig
 
 
 class Gradcam(Reduction):

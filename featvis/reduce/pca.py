@@ -7,14 +7,14 @@ fitting maths is in featvis.reduce.pca_basis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from featvis.errors import ReductionError
-from featvis.reduce.base import Reduced, Reduction, ReductionConfig
+from featvis.reduce.base import Reduced, Reduction
+from featvis.reduce.options import PcaRgbConfig
 from featvis.reduce.pca_basis import (
     PCA_EXACT_CHANNELS,
     PCA_PIXELS,
@@ -25,11 +25,6 @@ from featvis.reduce.pca_basis import (
     project,
     scale,
 )
-
-
-@dataclass
-class PcaRgbConfig(ReductionConfig):
-    shared_basis: bool = False  # fit one basis per layer over all images (two passes): colours match across them
 
 
 class PcaRgb(Reduction):

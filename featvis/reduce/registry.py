@@ -1,9 +1,9 @@
 """Every reduction by name, found by importing each module of the featvis.reduce package.
 
 A module that defines a `Reduction` subclass with a `name` adds that reduction: nothing
-else lists them. `store_configs` puts each one's config dataclass in Hydra's ConfigStore
-as `reduction/base_<name>` (the schema its conf/reduction/<name>.yaml starts from), and
-`build` makes the reduction a job runs from its config and the loaded model.
+else lists them; each one's options are a dataclass of featvis.reduce.options (which the command
+line stores in Hydra's ConfigStore without importing this package), and `build` makes the reduction
+a job runs from its options and the loaded model.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from featvis.errors import ConfigError
-from featvis.reduce.base import Reduction, ReductionConfig
+from featvis.reduce.base import Reduction
+from featvis.reduce.options import ReductionConfig
 
 PACKAGE = "featvis.reduce"
-GROUP = "reduction"  # the Hydra config group
 
 
 def discover(package: str = PACKAGE) -> Dict[str, Type[Reduction]]:
@@ -89,13 +89,3 @@ def create(name: str, model: Optional[nn.Module] = None, **options: Any) -> Redu
     """A reduction from its name and options, for scripts and tests: create("topk", topk=2)."""
     cls = get(name)
     return cls(cls.config_class(name=name, **options), model)
-
-
-def store_configs(cs: Optional[Any] = None) -> None:
-    """Store every reduction's config dataclass in Hydra's ConfigStore as `reduction/base_<name>`,
-    its name filled in, as in Hydra's schema tutorial: <name>.yaml has `defaults: [base_<name>, _self_]`."""
-    from hydra.core.config_store import ConfigStore  # noqa: PLC0415 (the engine runs without Hydra)
-
-    cs = cs or ConfigStore.instance()
-    for name, cls in reductions().items():
-        cs.store(group=GROUP, name=f"base_{name}", node=cls.config_class(name=name))

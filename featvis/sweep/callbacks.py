@@ -31,9 +31,6 @@ from omegaconf import DictConfig
 from featvis.config import output_folder
 from featvis.errors import FeatvisError
 from featvis.sweep import manifest, outcome
-from featvis.sweep.plan import expected_jobs, sweep_overrides, write_plan
-from featvis.sweep.results import load_results
-from featvis.sweep.summary import INDEX_FILE, summarize
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +80,8 @@ class OutputLock(Callback):
 def _planned_jobs(config: DictConfig) -> Optional[List[List[str]]]:
     """Each job's overrides, as the basic sweeper will make them; None when another sweeper decides."""
     try:
+        from featvis.sweep.plan import sweep_overrides  # noqa: PLC0415 (lazy: Hydra makes these callbacks for --help)
+
         return sweep_overrides(config)
     except Exception as err:  # an override the sweeper itself will refuse, in its own words
         log.debug("sweep manifest: no job list: %s", err)
@@ -94,6 +93,8 @@ class SweepPlan(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            from featvis.sweep.plan import write_plan  # noqa: PLC0415 (lazy: torch, mmseg)
+
             path = write_plan(Path(config.hydra.sweep.dir), config)
         except Exception as err:  # the plan saves time; it must never stop a sweep
             log.warning("featvis: no sweep plan, each job runs its own forward passes: %s", err)
@@ -134,12 +135,17 @@ class SweepSummary(Callback):
 
     @staticmethod
     def _all_done(sweep_dir: Path) -> bool:
+        from featvis.sweep.plan import expected_jobs  # noqa: PLC0415 (lazy)
+        from featvis.sweep.results import load_results  # noqa: PLC0415
+
         total = expected_jobs(sweep_dir)
         return total is not None and len(load_results(sweep_dir)) >= total
 
     @staticmethod
     def _summarize(sweep_dir: Path, last: bool) -> bool:
         try:
+            from featvis.sweep.summary import INDEX_FILE, summarize  # noqa: PLC0415 (lazy)
+
             out = summarize(sweep_dir, wandb_run=last)
             log.info("sweep summary: %s", out / INDEX_FILE)
             return True
