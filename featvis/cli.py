@@ -132,6 +132,9 @@ def main(app: Callable[[], None]) -> None:
         app()
     except KeyboardInterrupt as interrupt:
         _stopped(interrupt)
+    except BrokenPipeError:  # `python run.py --help | head`: the reader is gone, nothing to say (Python's recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except output_folder.Abort as abort:  # a busy or unwritable folder, found by a callback before the run
         _say(f"featvis: error: {one_line(abort.error)}")
         sys.exit(1)
