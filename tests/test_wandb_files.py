@@ -143,3 +143,17 @@ def test_the_worker_imports_wandb_without_writing_in_the_temporary_folder(tmp_pa
         assert proc.returncode == 0, proc.stderr[-2000:]
         made[how] = int(proc.stdout.split()[-1])
     assert made == {"plain": 2, "worker": 0}  # wandb-media and wandb-artifacts, made at import by a plain import
+
+
+def test_a_job_after_the_first_jobs_folder_was_deleted_gets_a_new_worker(tmp_path, monkeypatch):
+    """wandb's service lives in the first job's .wandb-internal/: a script that deletes that job's (temporary)
+    folder must not hand the next job a worker whose service lost its socket ('No such file or directory')."""
+    import shutil
+
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # another environment: workers of this test only
+    first = _job(tmp_path / "a" / "featvis.partial", "a")
+    shutil.rmtree(tmp_path / "a")
+    second = _job(tmp_path / "b" / "featvis.partial", "b")  # raised BackendError before
+    assert second is not first and second.home == tmp_path / "b" / FILES_DIR
+    (run,) = wandb_runs(tmp_path / "b" / "featvis.partial")
+    assert _staged(wandb_records(run))

@@ -146,8 +146,9 @@ class FeatvisWandbVisBackend(FeatvisBackend):
                        job_type=self.run_info.job_type, name=self.run_info.name, config=self.run_info.config,
                        init_timeout=self.init_timeout)
         self._worker = acquire()
-        self._opening = self._worker.send("open", spec=asdict(spec), mode=self.mode,
-                                          files=str(files_dir_for(self._save_dir)))
+        files = files_dir_for(self._save_dir)
+        self._worker.opens(files)
+        self._opening = self._worker.send("open", spec=asdict(spec), mode=self.mode, files=str(files))
 
     def _init_env(self) -> None:
         """MMEngine's hook: open the run and wait until it is."""

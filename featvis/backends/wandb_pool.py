@@ -94,5 +94,7 @@ def _shutdown() -> None:
 
 
 def _fits(worker: WandbProcess) -> bool:
-    """An idle worker this job can use: alive, and started with today's WANDB_* environment."""
-    return worker.alive() and worker.env == _wandb_env()
+    """An idle worker this job can use: alive, started with today's WANDB_* environment, and its service's
+    folder (its first job's .wandb-internal/) still there: a job folder deleted since (a temporary one in a
+    script or a benchmark) takes the service's socket and files with it."""
+    return worker.alive() and worker.env == _wandb_env() and (worker.home is None or worker.home.is_dir())

@@ -70,6 +70,7 @@ class WandbProcess:
         read_fd, write_fd = os.pipe()
         self._output = tempfile.TemporaryFile()  # the worker's stdout and stderr: its last line explains a crash
         self.env = _wandb_env()
+        self.home: Optional[Path] = None  # its first run's files folder: wandb's service lives there (`opens`)
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", CHILD, str(write_fd)], stdin=subprocess.PIPE, env=_child_env(),
@@ -146,6 +147,11 @@ class WandbProcess:
             return os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except ChildProcessError:  # reaped already, by the reply thread
             return True
+
+    def opens(self, files: Path) -> None:
+        """A run is opened with its files in `files`; the first one's is where wandb's service keeps its own."""
+        if self.home is None:
+            self.home = Path(files)
 
     def alive(self) -> bool:
         return self._dead is None and self._proc.poll() is None
