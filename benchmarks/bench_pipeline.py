@@ -146,8 +146,13 @@ def run_featvis(cfg) -> dict:
     from featvis.pipeline.job import run
 
     cfg = copy.deepcopy(cfg)  # run() resolves the config in place
-    with tempfile.TemporaryDirectory(prefix="featvis-bench-") as out:
-        return measure(lambda: run(cfg, JobInfo(output_dir=Path(out))))  # deleting `out`: untimed
+    # each run in a folder of its own, all kept until the benchmark ends, as a sweep keeps its jobs': the
+    # W&B worker (and wandb's service, whose files are in its first job's folder) serves them all
+    out = Path(tempfile.mkdtemp(prefix="run-", dir=_RUNS.name))
+    return measure(lambda: run(cfg, JobInfo(output_dir=out)))
+
+
+_RUNS = tempfile.TemporaryDirectory(prefix="featvis-bench-")  # removed when the benchmark's process ends
 
 
 def default_image(model: str, tmp: Path) -> Path:
