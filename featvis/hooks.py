@@ -145,6 +145,9 @@ class FeatvisHook(Hook):
         self.previous = now
         if scalars:
             sinks.add_scalars(runner.visualizer, scalars, step)
+            keys = ("cka_to_start", "change_to_start", "cka_to_previous", "change_to_previous")
+            sinks.add_table(runner.visualizer, "featvis/movement", ("layer", *keys),
+                            [(layer, *(v.get(k) for k in keys)) for layer, v in self.latest.items()], step)
             runner.logger.info("FeatvisHook: CKA to start / previous: " + "; ".join(
                 f"{layer} {_num(v.get('cka_to_start'))} / {_num(v.get('cka_to_previous'))}"
                 for layer, v in self.latest.items()))

@@ -99,6 +99,8 @@ def test_wandb_gets_the_pictures_on_the_iteration_axis(runs):
     steps = {r.get("featvis/iter") for r in rows if any(k.startswith("featvis/scene_000/featmap/") for k in r)}
     assert steps == {EVERY, ITERS}
     assert any("featvis/cka_to_start/decode_head.conv_seg" in r and r["featvis/iter"] == ITERS for r in rows)
+    tables = [r for r in rows if r.get("featvis/movement._type") == "table-file"]  # the table of latest values
+    assert [(r["featvis/iter"], r["featvis/movement.nrows"]) for r in tables] == [(ITERS, 2)]  # a row per layer
 
 
 def test_a_layer_that_matches_nothing_stops_the_run_before_its_first_iteration(tmp_path):

@@ -125,6 +125,17 @@ def add_scalars(visualizer: Any, scalars: Mapping[str, float], step: int) -> Non
             backend.add_scalars(dict(scalars), step=step)
 
 
+def add_table(visualizer: Any, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
+    """A small table to each W&B backend of an MMEngine Visualizer (`wandb.Table`, on the featvis/iter axis);
+    MMEngine's other backends have no tables (the caller logs the same as a line)."""
+    from mmengine.visualization.vis_backend import WandbVisBackend  # noqa: PLC0415
+
+    for backend in _backends(visualizer):
+        if isinstance(backend, WandbVisBackend):
+            wandb = backend.experiment
+            wandb.log({name: wandb.Table(columns=list(columns), data=[list(r) for r in rows]), STEP_KEY: step})
+
+
 def _make_local_folders(backend: Any, name: str) -> None:
     """The folders `<img_save_dir>/featvis/<image>/` that MMEngine's LocalVisBackend would write into
     (its add_image makes only `img_save_dir` itself, and cv2.imwrite fails silently without them)."""
