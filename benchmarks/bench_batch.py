@@ -65,7 +65,7 @@ def make_images(folder: Path, n: int, size, content: str = "noise") -> List[Path
     """N deterministic RGB PNGs (seeded by their index). Inference cost does not depend on the
     content. noise: random pixels (decoding and encoding cost what the busiest photo's would);
     photo: a random crop of the sample photo, flipped or not, resized to `size`."""
-    from featvis.config.paths import ASSETS
+    from featvis.data.paths import ASSETS
 
     photo = cv2.imread(str(ASSETS / "sample" / "grace_hopper.jpg"), cv2.IMREAD_COLOR)
     paths = []
@@ -261,8 +261,8 @@ def main() -> None:
     from mmseg.apis import inference_model, init_model
 
     import featvis.pipeline.job  # noqa: F401  (imported up front, as a script importing featvis would)
-    from featvis.config.paths import resolve_model_config
     from featvis.data.images import find_files
+    from featvis.data.paths import resolve_model_config
     from featvis.errors import FeatvisError
     from featvis.model.checkpoints import resolve_checkpoint
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from featvis.backends.encoding import PNG, PictureFormat  # noqa: E402
-from featvis.config.paths import ASSETS  # noqa: E402
+from featvis.data.paths import ASSETS  # noqa: E402
 from featvis.render.heatmap import overlay_maps  # noqa: E402
 from tests.render_reference import _ref_overlay  # noqa: E402
 

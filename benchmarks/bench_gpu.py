@@ -68,7 +68,7 @@ def main() -> None:
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import inference_model, init_model
 
-    from featvis.config.paths import resolve_model_config
+    from featvis.data.paths import resolve_model_config
     from featvis.model.checkpoints import resolve_checkpoint
 
     logging.getLogger().setLevel(logging.ERROR)

@@ -41,7 +41,7 @@ from featvis.backends.base import RunInfo  # noqa: E402
 from featvis.backends.encoding import PictureFormat  # noqa: E402
 from featvis.backends.local import FeatvisLocalVisBackend  # noqa: E402
 from featvis.backends.visualizer import FeatureVisualizer  # noqa: E402
-from featvis.config.paths import ASSETS  # noqa: E402
+from featvis.data.paths import ASSETS  # noqa: E402
 from featvis.render.panel import LabelMaps, Panel  # noqa: E402
 from tests.helpers import compose_cfg  # noqa: E402
 

@@ -157,7 +157,7 @@ _RUNS = tempfile.TemporaryDirectory(prefix="featvis-bench-")  # removed when the
 
 def default_image(model: str, tmp: Path) -> Path:
     if model == "demo":
-        from featvis.config.paths import ASSETS
+        from featvis.data.paths import ASSETS
         return ASSETS / "demo" / "images" / "scene_000.png"
     # A deterministic 512x1024 RGB picture (Cityscapes' aspect); the test pipeline resizes
     # it to 1024x2048, and the cost does not depend on its content.
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each phase")
     args = parse_common(parser)
 
-    from featvis.config.paths import resolve_model_config
+    from featvis.data.paths import resolve_model_config
     from featvis.errors import FeatvisError
     from featvis.model.checkpoints import resolve_checkpoint
 

@@ -35,7 +35,7 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from torch.utils.data import DataLoader, Dataset
 
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.demo.scenes import CLASSES, PALETTE, generate_scene, scene_rng
 from featvis.demo.train import build_model
 from featvis.render.draw import pad_below

@@ -66,9 +66,9 @@ from hydra import compose, initialize_config_dir
 from featvis.cli import one_line, quiet_library_warnings
 from featvis.config import data_only
 from featvis.config.job import JobInfo
-from featvis.config.paths import mmseg_configs_root, resolve_asset
 from featvis.config.schema import register_configs
 from featvis.data.images import InputError
+from featvis.data.paths import mmseg_configs_root, resolve_asset
 from featvis.errors import ConfigError
 from featvis.model import cache as model_cache
 from featvis.model import extras

@@ -20,8 +20,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from featvis.config.paths import ASSETS
 from featvis.config.schema import register_configs
+from featvis.data.paths import ASSETS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
 from featvis.data.batches import same_shape_batches
+from featvis.data.paths import ASSETS
 from featvis.data.prefetch import Prefetch
 from featvis.pipeline import job as pipeline
 from tests.helpers import compose_cfg

@@ -10,14 +10,14 @@ from PIL import Image
 
 from featvis.cli import one_line
 from featvis.config.job import JobInfo
-from featvis.config.paths import resolve_model_config
 from featvis.data import dataset
 from featvis.data import images as inputs
+from featvis.data.mmseg_config import apply_options, canonical
+from featvis.data.paths import resolve_model_config
 from featvis.engine import forward_errors
 from featvis.errors import ConfigError, ForwardError, InputError
 from featvis.model import cache as model_cache
 from featvis.model.load import load_model
-from featvis.model.options import apply_options, canonical
 from featvis.pipeline import job as pipeline
 from featvis.sweep.plan import share_key
 from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, run_cli
@@ -200,7 +200,7 @@ def test_the_listing_gives_the_same_line_for_a_too_small_image(tmp_path):
 def test_scale_sets_a_shortest_edge_resize_as_san_uses():
     from mmengine.config import Config
 
-    from featvis.model.options import set_test_scale
+    from featvis.data.mmseg_config import set_test_scale
 
     cfg = Config(dict(test_pipeline=[dict(type="LoadImageFromFile"),
                                      dict(type="ResizeShortestEdge", scale=(640, 640), max_size=2560)]))

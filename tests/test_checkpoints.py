@@ -8,7 +8,7 @@ from typing import Dict
 import pytest
 import torch
 
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.model.checkpoints import cached_path, resolve_checkpoint
 from tests.helpers import DEMO_IMAGE, error_line, run_cli

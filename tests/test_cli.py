@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from tests.helpers import DEMO_IMAGE, history, run_cli, run_record, wandb_records, wandb_runs
 
 

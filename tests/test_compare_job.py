@@ -12,7 +12,7 @@ from featvis.compare.cka import Accumulator, linear_cka
 from featvis.compare.layers import LayerSimilarity, read_csv
 from featvis.compare.sketch import SKETCH_FILE, Sketch, SketchWriter, positions, sample
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.pipeline.sketches import SIMILARITY_CSV, SIMILARITY_IMAGE, SIMILARITY_PANEL, SIMILARITY_PNG

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featvis.compare.sketch import SketchWriter
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.render.draw import scale_bar_rows
 from featvis.sweep.checkpoints import compare_checkpoints, pick_baseline, sketch_path
 from featvis.sweep.diff import GAP, HEADER_H, LABEL_W, TILE_H, difference

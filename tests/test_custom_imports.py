@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.errors import ConfigError
 from featvis.model.load import read_config
 from tests.helpers import DEMO_IMAGE, error_line, run_cli

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from featvis.config.paths import ASSETS, resolve_model_config
+from featvis.data.paths import ASSETS, resolve_model_config
 from featvis.errors import ConfigError
 from featvis.model import extras
 from featvis.model.load import read_config

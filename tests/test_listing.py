@@ -9,8 +9,8 @@ import torch
 from hydra.errors import ConfigCompositionException
 from torch import nn
 
-from featvis.config.paths import ASSETS
 from featvis.config.schema import validate
+from featvis.data.paths import ASSETS
 from featvis.errors import ConfigError, LayerNotFoundError
 from featvis.model.load import load_model
 from featvis.pipeline.listing import OutputShapes, format_output, list_modules

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.model import cache as model_cache
 from featvis.model import load as model_load
 from featvis.pipeline import job as pipeline

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.engine import drawer
 from featvis.pipeline import job as pipeline
 from featvis.render.draw import SCALE_BAR_GAP, scale_bar_rows

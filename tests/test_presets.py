@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS, SAMPLE_IMAGE
 from featvis.config.schema import validate
+from featvis.data.paths import ASSETS, SAMPLE_IMAGE
 from featvis.engine.inference import check_drawn
 from featvis.errors import ConfigError, LayerNotFoundError
 from featvis.pipeline import job as pipeline

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.model.load import load_model
 from featvis.model.safe_load import load_checkpoint_file, safe_checkpoint_globals
@@ -155,7 +155,7 @@ def test_demo_checkpoint_loads_without_trust_with_the_same_weights_as_mmseg(demo
     from mmengine.config import Config
     from mmseg.apis import init_model
 
-    from featvis.config.paths import resolve_model_config
+    from featvis.data.paths import resolve_model_config
 
     loaded = load_model(CONFIG, "featvis::checkpoints/demo_pspnet.pth", "cpu")
     old = init_model(Config.fromfile(str(resolve_model_config(CONFIG))), str(DEMO_CKPT), device="cpu")

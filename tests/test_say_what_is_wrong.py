@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.pipeline import job as pipeline
 from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, run_cli

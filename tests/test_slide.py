@@ -210,7 +210,7 @@ def test_demo_pspnet_under_slide_draws_its_pooling_branch_as_the_plain_image(tmp
     import cv2
 
     from featvis.config.job import JobInfo
-    from featvis.config.paths import ASSETS
+    from featvis.data.paths import ASSETS
     from featvis.pipeline import job as pipeline
     from featvis.record.slide import PER_WINDOW_NOTE
     from tests.helpers import DEMO_IMAGE, compose_cfg

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.engine.result import JobResult
 from featvis.errors import CheckpointError
 from featvis.model import cache as model_cache

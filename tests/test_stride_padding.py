@@ -26,9 +26,9 @@ from torch import nn
 
 from featvis.compare.sketch import SKETCH_FILE, Sketch, positions, sample
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
 from featvis.config.schema import validate
 from featvis.data import images as inputs
+from featvis.data.paths import ASSETS
 from featvis.engine.forward_errors import run_explained
 from featvis.errors import InputError
 from featvis.model import cache as model_cache

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from featvis.backends.local import panel_file
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.sweep.results import NO_PICTURES, RESULT_FILE, JobRecord, load_results
 from featvis.sweep.sheets import BAND, GAP, TILE_H
 from featvis.sweep.summary import summarize

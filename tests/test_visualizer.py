@@ -37,7 +37,7 @@ def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatc
 
 def test_a_job_encodes_each_of_its_pictures_once(tmp_path, monkeypatch):
     from featvis.config.job import JobInfo
-    from featvis.config.paths import ASSETS
+    from featvis.data.paths import ASSETS
     from featvis.pipeline import job as pipeline
 
     calls = []

@@ -8,7 +8,7 @@ import pytest
 
 from featvis.backends.wandb import _masks
 from featvis.config.job import JobInfo
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.pipeline import job as pipeline
 from tests.helpers import compose_cfg, history, wandb_records, wandb_runs
 

@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from featvis.config import paths
+from featvis.data import paths
 from featvis.data.limits import DECODER_MAX_PIXELS, DEFAULT_MAX_PIXELS
 from featvis.errors import ConfigError
 from featvis.reduce.options import OPTIONS, ReductionConfig

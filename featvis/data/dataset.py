@@ -1,6 +1,6 @@
 """`image=dataset:<split>`: the images and ground truth of the model config's `<split>_dataloader` dataset.
 
-The config is read with the job's model.cfg_options and model.scale applied (featvis.model.options),
+The config is read with the job's model.cfg_options and model.scale applied (featvis.data.mmseg_config),
 as the model will be; the dataset is built by mmseg's registry without its pipeline, and its
 entries are checked like any image and mask (featvis.data.images), with its label_map and
 reduce_zero_label kept for decoding the masks as mmseg's LoadAnnotations does.
@@ -16,10 +16,10 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
-from featvis.config.paths import resolve_model_config
 from featvis.data.images import DATASET_PREFIX, Collected, InputError, check_pairs, collect, some_names
 from featvis.data.limits import DEFAULT_MAX_PIXELS
-from featvis.model.options import Options, apply_options
+from featvis.data.mmseg_config import Options, apply_options
+from featvis.data.paths import resolve_model_config
 
 log = logging.getLogger("featvis.data.images")
 
@@ -28,7 +28,7 @@ def collect_dataset(split: str, model_config: Path, data_root: Optional[str], cf
                     scale: Optional[Sequence[int]] = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Collected:
     """The images and ground-truth masks of `<split>_dataloader.dataset` in an mmseg config.
 
-    The config is read with the job's model.cfg_options and model.scale applied (featvis.model.options),
+    The config is read with the job's model.cfg_options and model.scale applied (featvis.data.mmseg_config),
     as the model will be: cfg_options may set the dataset's data_root; the `data_root` option wins over it.
     """
 

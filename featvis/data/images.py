@@ -40,10 +40,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from featvis.config.paths import resolve_asset
 from featvis.data.headers import Header, open_header, oriented, read_header
 from featvis.data.limits import DEFAULT_MAX_PIXELS
 from featvis.data.names import Names
+from featvis.data.paths import resolve_asset
 from featvis.errors import InputError
 from featvis.io import FILE, FOLDER, file_kind
 from featvis.stderr import to_log, warn

@@ -191,7 +191,7 @@ def write_demo_images(out_dir: str | Path, n: int = 3, seed: int = DEMO_SEED,
 
 
 if __name__ == '__main__':
-    from featvis.config.paths import ASSETS
+    from featvis.data.paths import ASSETS
 
     target = ASSETS / 'demo'
     print('wrote', write_demo_images(target), 'to', target)

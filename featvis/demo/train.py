@@ -29,7 +29,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
-from featvis.config.paths import ASSETS
+from featvis.data.paths import ASSETS
 from featvis.demo.scenes import CLASSES, PALETTE, generate_scene, scene_rng
 
 CONFIG_PATH = ASSETS / 'configs' / 'demo_pspnet.py'

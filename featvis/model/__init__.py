@@ -3,7 +3,6 @@
     checkpoints  model.checkpoint (a path, a URL or null) -> a local file
     safe_load    reading a checkpoint without running code from it (weights_only)
     load         building the model with mmseg's init_model; classes and palette
-    options      model.cfg_options and model.scale applied to the mmseg config before it is built
     extras       the OpenMMLab extras (mmdet, mmpretrain) a config needs, named when missing
     mismatch     the checkpoint's keys and shapes against the model's (model.strict)
     stride       a network's input stride (DDRNet, PIDNet), found once after a size mismatch; pads as

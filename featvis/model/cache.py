@@ -19,9 +19,9 @@ from typing import Optional, Sequence, Tuple
 
 from cachetools import LRUCache
 
+from featvis.data.mmseg_config import Options
 from featvis.errors import env_number
 from featvis.model.load import LoadedModel, ModelSource, build_model, resolve_device
-from featvis.model.options import Options
 
 log = logging.getLogger(__name__)
 

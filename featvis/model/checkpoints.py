@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import torch.hub
 
-from featvis.config.paths import resolve_asset
+from featvis.data.paths import resolve_asset
 from featvis.errors import CheckpointError
 from featvis.io import not_a_file
 from featvis.model.safe_load import verify_checkpoint_file

@@ -10,7 +10,7 @@ checkpoint's keys and shapes with the model's (featvis.model.mismatch): a checkp
 does not fit is an error unless model.strict=false, which draws anyway and says so.
 SyncBN layers (used by most public configs) are reverted to plain BN when not on CUDA,
 where SyncBN cannot run. A job's overrides of the mmseg config (model.cfg_options, model.scale)
-are applied right after the config is read (featvis.model.options), before anything is built.
+are applied right after the config is read (featvis.data.mmseg_config), before anything is built.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mmseg.apis import init_model
 from mmseg.registry import DATASETS
 
-from featvis.config.paths import resolve_model_config, shipped_checkpoint
+from featvis.data.mmseg_config import Options, apply_options, canonical, frozen_scale
+from featvis.data.paths import resolve_model_config, shipped_checkpoint
 from featvis.errors import CheckpointError, ConfigError
 from featvis.model import extras
 from featvis.model.checkpoints import is_url, resolve_checkpoint
 from featvis.model.mismatch import REVISE_KEYS, KeyMismatch, compare
-from featvis.model.options import Options, apply_options, canonical, frozen_scale
 from featvis.model.safe_load import UnsafeCheckpointError, load_checkpoint_file
 
 log = logging.getLogger(__name__)
@@ -78,13 +78,13 @@ class ModelSource:
     config_path: Path  # the existing config file
     checkpoint: Optional[str]  # model.checkpoint as given: a path, a URL, or None (random weights)
     checkpoint_file: Optional[str]  # the local file (a URL is downloaded once), or None
-    cfg_options: str = "{}"  # model.cfg_options, flattened, as JSON (featvis.model.options.canonical)
+    cfg_options: str = "{}"  # model.cfg_options, flattened, as JSON (featvis.data.mmseg_config.canonical)
     scale: Optional[Tuple[int, int]] = None  # model.scale: (width, height) of the test Resize, or None
 
     @classmethod
     def resolve(cls, config: str, checkpoint: Optional[str], cfg_options: Options = None,
                 scale: Optional[Sequence[int]] = None) -> "ModelSource":
-        if checkpoint == "auto":  # model.checkpoint=auto: the shipped config's own (featvis.config.paths)
+        if checkpoint == "auto":  # model.checkpoint=auto: the shipped config's own (featvis.data.paths)
             checkpoint = shipped_checkpoint(config)
         return cls(config, resolve_model_config(config), checkpoint, resolve_checkpoint(checkpoint),
                    canonical(cfg_options), frozen_scale(scale))
@@ -95,7 +95,7 @@ def load_model(config: str, checkpoint: Optional[str], device: str = "auto", *,
                scale: Optional[Sequence[int]] = None) -> LoadedModel:
     """Build the model of `config` with the weights of `checkpoint` (None: random weights).
 
-    `cfg_options` and `scale`: model.cfg_options and model.scale (featvis.model.options).
+    `cfg_options` and `scale`: model.cfg_options and model.scale (featvis.data.mmseg_config).
     """
     return build_model(ModelSource.resolve(config, checkpoint, cfg_options, scale), device,
                        trust_checkpoint=trust_checkpoint, strict=strict)

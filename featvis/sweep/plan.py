@@ -34,11 +34,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from featvis.config.paths import shipped_checkpoint
 from featvis.config.schema import AUTO
+from featvis.data import mmseg_config as model_options
+from featvis.data.paths import shipped_checkpoint
 from featvis.errors import ConfigError
 from featvis.io import write_atomic
-from featvis.model import options as model_options
 from featvis.record import presets
 from featvis.reduce import registry as reductions
 from featvis.sweep import manifest

@@ -24,7 +24,7 @@ from mmengine.registry import VISBACKENDS
 from featvis.backends.encoding import FORMATS, SUFFIXES
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
 from featvis.backends.visualizer import save_dir as backend_save_dir
-from featvis.config.paths import config_stem
+from featvis.data.paths import config_stem
 from featvis.engine.result import RESULTS_DIR, JobResult
 from featvis.errors import SkippedImagesError
 from featvis.io import write_atomic
