@@ -84,6 +84,11 @@ def test_alias_expansion_is_counted_as_omegaconf_builds_it():
     assert nodes == 1 + 2 + 3 + (1 + 3 + 3) and depth == 4  # mapping > b's list > x > 1
     with pytest.raises(ConfigError, match="expands to more than"):
         check_text(b"a: &x [1, *x]\n", "cycle.yaml")  # an alias inside itself never ends
+    # values written out are bounded by the file's size, not counted as aliases: 120,001 nodes pass
+    check_text("".join(f"k{i}: v\n" for i in range(60000)).encode(), "long.yaml")
+    with pytest.raises(ConfigError, match="through its YAML aliases"):  # and aliases still count
+        check_text(("".join(f"k{i}: v\n" for i in range(60000)) + "a: &x [" + "1," * 999 + "1]\n"
+                    + "b: [" + "*x," * 200 + "*x]\n").encode(), "long_and_aliased.yaml")
     for conf in (ROOT / "conf").rglob("*.yaml"):  # featvis's own configs pass, far below the limits
         check_text(conf.read_bytes(), str(conf))
         assert expanded_nodes(yaml.compose(conf.read_text()) or yaml.ScalarNode("", ""), MAX_NODES)[0] < 200

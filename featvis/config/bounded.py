@@ -14,9 +14,9 @@ package (`pkg://`), is first
 - at most `MAX_BYTES` (256 KiB; FEATVIS_MAX_CONFIG_KIB sets another): featvis's own largest
   config file is under 3 KiB, a team's preset a few KiB;
 - composed by PyYAML without building anything (libyaml's composer: a node graph, in which an
-  alias is the very node it names) and measured: the number of nodes it becomes once every
-  alias is expanded, as OmegaConf will, at most `MAX_NODES` (100,000; featvis's whole composed
-  config is about 200).
+  alias is the very node it names) and measured: the nodes its aliases add once each is
+  expanded, as OmegaConf will, at most `MAX_NODES` (100,000; featvis's whole composed config
+  is about 200) beyond the nodes the file writes out (which its size bounds).
 
 Each refusal is a ConfigError naming the file. A defaults loop is found when Hydra's
 recursion gives up: the config paths on the stack of its defaults tree say which files
@@ -141,13 +141,26 @@ def check_text(data: bytes, name: str) -> None:
         return  # not YAML: Hydra's own parse reports it, with the line
     if root is None:
         return
-    nodes, depth = expanded_nodes(root, MAX_NODES)
+    written = distinct_nodes(root)  # what the file spells out: its size limit bounds those
+    nodes, depth = expanded_nodes(root, written + MAX_NODES)
     if depth > MAX_DEPTH:
         raise deep
-    if nodes > MAX_NODES:
+    if nodes > written + MAX_NODES:  # aliases add more than MAX_NODES to what is written
         raise ConfigError(f"config file {name} expands to more than {MAX_NODES:,} values through its YAML "
                           "aliases (&anchor / *alias), which featvis would have to build one by one: "
                           "write the values out, or use fewer nested aliases")
+
+
+def distinct_nodes(root: yaml.Node) -> int:
+    """How many nodes the file itself holds (an alias counted once, as the node it names)."""
+    seen = {id(root)}
+    stack = [root]
+    while stack:
+        for child in _children(stack.pop()):
+            if id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    return len(seen)
 
 
 def expanded_nodes(root: yaml.Node, limit: int) -> Tuple[int, int]:
