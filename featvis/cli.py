@@ -23,7 +23,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from featvis.config import bounded, confined, data_only, output_folder
+from featvis.config import bounded, choices, confined, data_only, output_folder
 from featvis.config.job import from_hydra
 from featvis.config.schema import Mode, register_configs, validate
 from featvis.engine.result import RESULTS_DIR
@@ -107,7 +107,6 @@ def _write_result(cfg: DictConfig, info, result, error) -> None:
 
 
 CFG_OPTIONS = "model.cfg_options."
-SCHEMA_PREFIX = "base_"  # ConfigStore's schema entries (reduction/base_topk, model/base_model): no option to type
 
 
 def plain_cfg_options(argv: List[str]) -> List[str]:
@@ -123,6 +122,7 @@ def main(app: Callable[[], None]) -> None:
     bounded.install()  # every config file Hydra reads: a regular file, within size and alias-expansion limits
     data_only.install()  # every composed config: no key may name code for Hydra to run (presets are data)
     confined.install()  # a job's log files: inside its output folder
+    choices.install()  # --help lists the options a user can type, not the schema entries
     if not debug():
         os.environ["HYDRA_FULL_ERROR"] = "1"
     handle_termination()  # SIGTERM, SIGHUP: like Ctrl-C
@@ -214,7 +214,7 @@ def one_line(err: BaseException) -> str:
         return f"bad value for {getattr(cause, 'full_key', '')!r}: {msg}"
     if isinstance(err, MissingConfigException):
         first = str(err).strip().splitlines()[0]
-        options = [o for o in getattr(err, "options", None) or [] if not o.startswith(SCHEMA_PREFIX)]
+        options = choices.typable(getattr(err, "options", None) or [])
         return f"{first}; available: {', '.join(options)}" if options else _flat(first)
     if isinstance(err, (HydraException, OmegaConfBaseException)):
         return _flat(str(err))

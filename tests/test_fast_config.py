@@ -35,5 +35,9 @@ def test_the_answer_comes_before_any_heavy_import(args, code, words, tmp_path):
     assert "featvis.cli" in imported  # the probe sees imports at all
     assert not [m for m in imported if m.split(".")[0] in HEAVY or m in HEAVY], sorted(
         m for m in imported if m.split(".")[0] in HEAVY)[:5]
+    if args == ["--help"]:  # the groups' options a user can type; the schema entries stay out of them
+        listed = proc.stdout.split("== Config ==")[0]
+        assert "reduction: channel_max, class_map, gradcam" in listed and "model: ann, deeplabv3, demo" in listed
+        assert "base_" not in listed, listed
     if words is not None:
         assert len(said) == 1 and said[0].startswith("featvis: error: ") and words in said[0], said

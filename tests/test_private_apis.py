@@ -13,6 +13,8 @@
   `scheme()` and `_normalize_file_name`, and the `root`/`repo` locals of
   `defaults_list._create_defaults_tree_impl` (featvis.config.bounded): every config file checked
   before it is parsed, and a defaults loop named by its files.
+- Hydra's `Hydra.format_config_groups` (featvis.config.choices): --help lists the options a user
+  can type, the ConfigStore's schema entries left out.
 - wandb's `Image._initialize_from_path` (featvis.backends.wandb_child.size_from_header): the
   W&B worker sizes its pictures from their headers and moves them into the run.
 """
@@ -115,3 +117,11 @@ def test_hydra_config_repository_finds_a_file_source_for_a_config(tmp_path):
     assert source._normalize_file_name("preset/x") == "preset/x.yaml"
     assert list(inspect.signature(ConfigRepository.load_config).parameters) == ["self", "config_path"]
     assert {"repo", "root"} <= set(inspect.signature(_create_defaults_tree_impl).parameters)
+
+
+def test_hydra_help_lists_groups_through_the_loader():
+    """featvis.config.choices wraps Hydra.format_config_groups and lends its loader a filtered get_group_options."""
+    from hydra._internal.hydra import Hydra
+
+    assert list(inspect.signature(Hydra.format_config_groups).parameters) == ["self", "predicate", "compact"]
+    assert "self.config_loader.get_group_options(group)" in inspect.getsource(Hydra.format_config_groups)

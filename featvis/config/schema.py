@@ -71,6 +71,7 @@ class WandbMode(Choice):
 
 
 AUTO = "auto"
+SCHEMA_PREFIX = "base_"  # the ConfigStore's schema entries (model/base_model, reduction/base_topk): no option to type
 
 
 @dataclass
@@ -190,9 +191,9 @@ def register_configs() -> None:
     """
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="model", name=f"{SCHEMA_PREFIX}model", node=ModelConfig)
     for name, options in OPTIONS.items():  # reduction/base_<name>: each reduction's own options
-        cs.store(group="reduction", name=f"base_{name}", node=options(name=name))
+        cs.store(group="reduction", name=f"{SCHEMA_PREFIX}{name}", node=options(name=name))
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
