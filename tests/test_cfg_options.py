@@ -17,10 +17,10 @@ from featvis.data.paths import resolve_model_config
 from featvis.engine import forward_errors
 from featvis.errors import ConfigError, ForwardError, InputError
 from featvis.model import cache as model_cache
-from featvis.model.load import load_model
+from featvis.model.load import ModelSource, load_model
 from featvis.pipeline import job as pipeline
 from featvis.sweep.plan import share_key
-from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, job_config, run_cli
 
 DEMO = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = "featvis::checkpoints/demo_pspnet.pth"
@@ -69,10 +69,15 @@ def test_nested_and_dotted_forms_from_the_command_line_are_the_same_options():
         '{"model.test_cfg.mode": "whole", "test_pipeline.1.scale": [8, 8]}')
     cfg = apply_options(_demo_config(), dotted.model.cfg_options, dotted.model.scale)
     assert cfg.test_pipeline[1]["scale"] == (8, 8) and cfg.model.test_cfg.mode == "whole"
+    # a model's source keeps them as a dict (flattened), and tells sources apart by their canonical string
+    a = ModelSource.resolve(DEMO, DEMO_CKPT, nested.model.cfg_options)
+    b = ModelSource.resolve(DEMO, DEMO_CKPT, {"model": {"test_cfg": {"mode": "whole"}}, "test_pipeline.1.scale": [8, 8]})
+    assert a.cfg_options == {"model.test_cfg.mode": "whole", "test_pipeline.1.scale": [8, 8]}
+    assert a == b and hash(a) == hash(b) and a != ModelSource.resolve(DEMO, DEMO_CKPT, {"model.test_cfg.mode": "slide"})
 
 
 def test_a_misspelt_key_fails_in_one_line_naming_the_closest_key(tmp_path):
-    cfg = compose_cfg(f"image={DEMO_IMAGE}", *FAST, "+model.cfg_options.model.test_cfg.mdoe=slide")
+    cfg = job_config(f"image={DEMO_IMAGE}", *FAST, "+model.cfg_options.model.test_cfg.mdoe=slide")
     with pytest.raises(ConfigError) as err:
         pipeline.run(cfg, JobInfo(output_dir=tmp_path / "run"))
     line = one_line(err.value)
@@ -191,7 +196,7 @@ def test_the_listing_gives_the_same_line_for_a_too_small_image(tmp_path):
 
     image = tmp_path / "tiny.png"
     Image.new("RGB", (8, 8)).save(image)
-    cfg = compose_cfg("mode=list", "model=segformer", "model.checkpoint=null", f"image={image}", "model.scale=[8,8]")
+    cfg = job_config("mode=list", "model=segformer", "model.checkpoint=null", f"image={image}", "model.scale=[8,8]")
     with pytest.raises(InputError, match=r"^image tiny\.png is too small for this model .*: 8x8 on disk, fed to it "
                                          r"at 8x8 \(width x height\); the forward pass failed with: Calculated"):
         list_modules(cfg)

@@ -70,7 +70,7 @@ class WandbMode(Choice):
     disabled = "disabled"
 
 
-AUTO = "auto"
+AUTO = paths.AUTO
 SCHEMA_PREFIX = "base_"  # the ConfigStore's schema entries (model/base_model, reduction/base_topk): no option to type
 
 
@@ -280,7 +280,7 @@ def resolve_auto(cfg: DictConfig) -> None:
     """Settle what follows from model.config, in place, so that logs, listings, results and W&B say it.
 
     - model.name: null -> the config file's stem;
-    - model.checkpoint: auto -> the shipped config's checkpoint (config.paths.shipped_checkpoint);
+    - model.checkpoint: auto -> the shipped config's checkpoint (data.paths.checkpoint_for);
     - image: auto -> the demo scenes for the demo model, a sample photo for any other;
     - gt_mask: auto -> the demo scenes' masks when the demo model draws the demo scenes, else null;
     - layers: names given -> no preset (the names are what is drawn); neither -> an error.
@@ -289,8 +289,7 @@ def resolve_auto(cfg: DictConfig) -> None:
     demo = paths.is_demo_config(model.config)
     if model.name is None:
         model.name = paths.config_stem(model.config)
-    if model.checkpoint == AUTO:
-        model.checkpoint = paths.shipped_checkpoint(model.config)
+    model.checkpoint = paths.checkpoint_for(model.config, model.checkpoint)
     if cfg.image == AUTO:
         cfg.image = paths.DEMO_IMAGES if demo else paths.SAMPLE_IMAGE
     if cfg.gt_mask == AUTO:

@@ -4,7 +4,8 @@
 config, merged with MMEngine's `Config.merge_from_dict` (a dict merges into a dict, any
 other value replaces; a digit selects an element of a list). From the command line:
 
-    python run.py +model.cfg_options.model.test_cfg.mode=whole            # nested keys
+    python run.py model.cfg_options.model.test_cfg.mode=whole             # nested keys, as --cfg-options
+    python run.py +model.cfg_options.model.test_cfg.mode=whole            # the same (Hydra's + form)
     python run.py '+model.cfg_options={model.test_cfg.mode: whole}'      # dotted keys
     python run.py '+model.cfg_options={test_pipeline.1.scale: [512,256]}' # an element of a list
     python run.py '+model.cfg_options={model.test_cfg: {_delete_: true, mode: whole}}'  # replace, not merge

@@ -52,6 +52,7 @@ def resolve_model_config(spec: str) -> Path:
 
 
 # What `auto` stands for (featvis.config.schema): the demo's files apply to the demo model only.
+AUTO = "auto"  # model.checkpoint, image, gt_mask: settled from model.config (checkpoint_for, the schema)
 DEMO_CONFIG = "featvis::configs/demo_pspnet.py"
 DEMO_IMAGES = "featvis::demo/images"
 DEMO_MASKS = "featvis::demo/masks"
@@ -71,6 +72,11 @@ def is_demo_config(spec: str) -> bool:
         return Path(resolve_asset(spec)).expanduser().resolve() == Path(resolve_asset(DEMO_CONFIG)).resolve()
     except OSError:
         return False
+
+
+def checkpoint_for(config: str, checkpoint: Optional[str]) -> Optional[str]:
+    """model.checkpoint with `auto` settled (the one rule: the shipped config's own); any other value as is."""
+    return shipped_checkpoint(config) if checkpoint == AUTO else checkpoint
 
 
 def shipped_checkpoint(spec: str) -> str:

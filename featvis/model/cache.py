@@ -54,7 +54,7 @@ def load(config: str, checkpoint: Optional[str], device: str = "auto", *,
     """`featvis.model.load.load_model`, or the model an earlier job of this process loaded."""
     source = ModelSource.resolve(config, checkpoint, cfg_options, scale)  # a URL is downloaded (once) here
     key = (_stamp(str(source.config_path)), _stamp(source.checkpoint_file), resolve_device(device),
-           trust_checkpoint, strict, source.cfg_options, source.scale)  # other options: another model
+           trust_checkpoint, strict, source.options_key, source.scale)  # other options: another model
     cache = _cache()
     if capacity() and key in cache:
         log.info("model reused from an earlier job of this process (%s, %s)", config, checkpoint)

@@ -15,10 +15,9 @@ are applied right after the config is read (featvis.data.mmseg_config), before a
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -34,8 +33,8 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mmseg.apis import init_model
 from mmseg.registry import DATASETS
 
-from featvis.data.mmseg_config import Options, apply_options, canonical, frozen_scale
-from featvis.data.paths import resolve_model_config, shipped_checkpoint
+from featvis.data.mmseg_config import Options, apply_options, canonical, flatten, frozen_scale
+from featvis.data.paths import checkpoint_for, resolve_model_config
 from featvis.errors import CheckpointError, ConfigError
 from featvis.model import extras
 from featvis.model.checkpoints import is_url, resolve_checkpoint
@@ -78,16 +77,18 @@ class ModelSource:
     config_path: Path  # the existing config file
     checkpoint: Optional[str]  # model.checkpoint as given: a path, a URL, or None (random weights)
     checkpoint_file: Optional[str]  # the local file (a URL is downloaded once), or None
-    cfg_options: str = "{}"  # model.cfg_options, flattened, as JSON (featvis.data.mmseg_config.canonical)
+    # model.cfg_options, flattened ({dotted key: value}, featvis.data.mmseg_config.flatten); compared by options_key
+    cfg_options: Dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     scale: Optional[Tuple[int, int]] = None  # model.scale: (width, height) of the test Resize, or None
+    options_key: str = "{}"  # cfg_options as one canonical string: what tells two sources apart
 
     @classmethod
     def resolve(cls, config: str, checkpoint: Optional[str], cfg_options: Options = None,
                 scale: Optional[Sequence[int]] = None) -> "ModelSource":
-        if checkpoint == "auto":  # model.checkpoint=auto: the shipped config's own (featvis.data.paths)
-            checkpoint = shipped_checkpoint(config)
+        checkpoint = checkpoint_for(config, checkpoint)  # model.checkpoint=auto: the shipped config's own
+        flat = flatten(cfg_options)
         return cls(config, resolve_model_config(config), checkpoint, resolve_checkpoint(checkpoint),
-                   canonical(cfg_options), frozen_scale(scale))
+                   flat, frozen_scale(scale), canonical(flat))
 
 
 def load_model(config: str, checkpoint: Optional[str], device: str = "auto", *,
@@ -113,7 +114,7 @@ def build_model(source: ModelSource, device: str = "auto", *, trust_checkpoint: 
     device = resolve_device(device)
     config, checkpoint = source.config, source.checkpoint
     config_path, local_ckpt = source.config_path, source.checkpoint_file
-    cfg = apply_options(read_config(config, config_path), json.loads(source.cfg_options), source.scale)
+    cfg = apply_options(read_config(config, config_path), source.cfg_options, source.scale)
     if local_ckpt is None:
         state = None
         log.warning("!!! model.checkpoint=null: %s has RANDOM weights. Its prediction and feature maps "

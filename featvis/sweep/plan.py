@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from featvis.config.schema import AUTO
 from featvis.data import mmseg_config as model_options
-from featvis.data.paths import shipped_checkpoint
+from featvis.data.paths import checkpoint_for
 from featvis.errors import ConfigError
 from featvis.io import write_atomic
 from featvis.record import presets
@@ -92,10 +92,8 @@ def _sketch_key(compare: Any) -> Optional[Dict[str, Any]]:
 
 def _checkpoint(model: Any) -> Optional[str]:
     """model.checkpoint with `auto` settled, as the job will see it (a composed config still says auto)."""
-    if model.checkpoint != AUTO:
-        return model.checkpoint
     try:
-        return shipped_checkpoint(model.config)
+        return checkpoint_for(model.config, model.checkpoint)
     except ConfigError:
         return AUTO  # the job fails on its own with this line
 
