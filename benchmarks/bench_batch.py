@@ -140,7 +140,7 @@ def run_featvis(cfg, out: Path) -> dict:
     logger.addHandler(marks)
     try:
         t0 = time.perf_counter()
-        run(copy.deepcopy(cfg), JobInfo(output_dir=out))  # run() resolves the config in place
+        run(copy.deepcopy(cfg), JobInfo(output_dir=out))  # a fresh copy per repeat
         end = time.perf_counter()
     finally:
         logger.removeHandler(marks)

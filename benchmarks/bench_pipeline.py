@@ -110,7 +110,7 @@ def measure(fn) -> dict:
 
 
 def compose_cfg(model: str, image: Path, extra=()):
-    """The job config `python run.py <overrides>` would get, via Hydra's compose API."""
+    """The typed job config `python run.py <overrides>` would run, via Hydra's compose API."""
     from hydra import compose, initialize_config_dir
 
     from featvis.config.schema import register_configs
@@ -121,12 +121,11 @@ def compose_cfg(model: str, image: Path, extra=()):
     if model != "demo":
         overrides.append("model.checkpoint=null")  # random weights: no download possible
     overrides += list(extra)  # the caller's own, last: they win
-    from featvis.config.schema import resolve_auto
+    from featvis.config.schema import validate
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("config", overrides=overrides)
-    resolve_auto(cfg)  # model.checkpoint=auto -> the file or URL it names, as a job would
-    return cfg
+    return validate(cfg)  # the typed Config a job runs on (model.checkpoint=auto -> the file or URL it names)
 
 
 def run_baseline(config: str, checkpoint, image: Path) -> None:

@@ -66,7 +66,7 @@ from hydra import compose, initialize_config_dir
 from featvis.cli import one_line, quiet_library_warnings
 from featvis.config import data_only
 from featvis.config.job import JobInfo
-from featvis.config.schema import register_configs
+from featvis.config.schema import register_configs, validate
 from featvis.data.images import InputError
 from featvis.data.paths import mmseg_configs_root, resolve_asset
 from featvis.errors import ConfigError
@@ -184,7 +184,7 @@ def run_job(spec: str, preset: str, overrides: Sequence[str], out: Path, image: 
            "backends=[local]", "wandb.mode=disabled", f"layers={preset}", *overrides]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=job)
-    result = pipeline.run(cfg, JobInfo(output_dir=out, overrides=job))
+    result = pipeline.run(validate(cfg), JobInfo(output_dir=out, overrides=job))
     if not result.images:
         return []
     return [name for name in result.panels.get(result.images[0], []) if name not in NOT_MAPS]

@@ -36,17 +36,25 @@ def compose_cfg(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
+def job_config(*overrides: str):
+    """The typed job Config the command line hands to featvis.pipeline (composed, then validated)."""
+    from featvis.config.schema import validate
+
+    return validate(compose_cfg(*overrides))
+
+
 def run_planned_sweep(sweep: Path, jobs: List[List[str]], *base: str) -> list:
     """Run `jobs` (override lists, after the `base` overrides) in this process as the jobs of one
     sweep, with the plan Hydra's SweepPlan callback would write; their JobResults."""
     from featvis.config.job import JobInfo
+    from featvis.config.schema import validate
     from featvis.pipeline import job as pipeline
     from featvis.sweep.plan import PLAN_FILE, make_plan
 
     cfgs = [compose_cfg(*base, *o) for o in jobs]
     sweep.mkdir(parents=True)
     (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan(cfgs)}))
-    return [pipeline.run(cfg, JobInfo(output_dir=sweep / str(i), overrides=list(o), sweep_dir=sweep))
+    return [pipeline.run(validate(cfg), JobInfo(output_dir=sweep / str(i), overrides=list(o), sweep_dir=sweep))
             for i, (cfg, o) in enumerate(zip(cfgs, jobs))]
 
 

@@ -12,7 +12,7 @@ from featvis.data.batches import same_shape_batches
 from featvis.data.paths import ASSETS
 from featvis.data.prefetch import Prefetch
 from featvis.pipeline import job as pipeline
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, job_config
 
 
 class _Item:
@@ -69,9 +69,9 @@ def _pictures(result):
 
 def test_a_batched_job_draws_what_one_image_at_a_time_draws(tmp_path):
     scenes = str(ASSETS / "demo" / "images")
-    one = pipeline.run(compose_cfg("backends=[local]", f"image={scenes}", "layers=backbone"),
+    one = pipeline.run(job_config("backends=[local]", f"image={scenes}", "layers=backbone"),
                        JobInfo(output_dir=tmp_path / "one"))
-    many = pipeline.run(compose_cfg("backends=[local]", f"image={scenes}", "layers=backbone", "batch_size=2"),
+    many = pipeline.run(job_config("backends=[local]", f"image={scenes}", "layers=backbone", "batch_size=2"),
                         JobInfo(output_dir=tmp_path / "many"))
     assert one.images == many.images and one.panels == many.panels
     assert (one.forwards, one.passes) == (3, 3)
@@ -109,9 +109,9 @@ def test_a_batched_slide_job_draws_what_one_image_at_a_time_draws(tmp_path):
     scenes = str(ASSETS / "demo" / "images")
     slide = ("+model.cfg_options={model.test_cfg.mode: slide, model.test_cfg.+crop_size: [128, 128], "
              "model.test_cfg.+stride: [96, 96]}")
-    one = pipeline.run(compose_cfg("backends=[local]", f"image={scenes}", "layers=backbone", slide),
+    one = pipeline.run(job_config("backends=[local]", f"image={scenes}", "layers=backbone", slide),
                        JobInfo(output_dir=tmp_path / "one"))
-    many = pipeline.run(compose_cfg("backends=[local]", f"image={scenes}", "layers=backbone", slide, "batch_size=2"),
+    many = pipeline.run(job_config("backends=[local]", f"image={scenes}", "layers=backbone", slide, "batch_size=2"),
                         JobInfo(output_dir=tmp_path / "many"))
     assert many.passes == 2 and one.panels == many.panels
     a, b = _pictures(one), _pictures(many)

@@ -19,7 +19,7 @@ from featvis.engine import budget as memory
 from featvis.engine import room
 from featvis.errors import ConfigError
 from featvis.pipeline import job as pipeline
-from tests.helpers import DEMO_IMAGE, ROOT, cli_env, compose_cfg, error_line, png_header_claiming, run_cli
+from tests.helpers import DEMO_IMAGE, ROOT, cli_env, compose_cfg, error_line, job_config, png_header_claiming, run_cli
 
 GiB = 1 << 30
 
@@ -215,7 +215,7 @@ def test_image_over_the_memory_is_skipped_like_an_unreadable_one(tmp_path):
 
 def test_batch_that_does_not_fit_is_refused_with_one_that_does(tmp_path):
     """The demo scenes fed at 2048x1536: about 0.4 GiB per image in the forward pass; 1 GiB holds one or two."""
-    cfg = compose_cfg("model.scale=[2048,2048]", "batch_size=3", "max_memory_gib=1", "backends=[local]")
+    cfg = job_config("model.scale=[2048,2048]", "batch_size=3", "max_memory_gib=1", "backends=[local]")
     with pytest.raises(ConfigError, match=r"^batch_size=3: 3 images of 256x192 \(fed at 2048x1536\) need about "
                                           r".* use batch_size=[12] \(or lower model.scale\)$"):
         pipeline.run(cfg, JobInfo(output_dir=tmp_path / "X"))
@@ -262,7 +262,7 @@ def test_mask_folder_matching_no_image_is_a_warning_on_stderr(tmp_path, capsys):
     masks = tmp_path / "masks"
     masks.mkdir()
     cv2.imwrite(str(masks / "other.png"), np.zeros((192, 256), np.uint8))
-    cfg = compose_cfg(f"image={DEMO_IMAGE}", f"gt_mask={masks}", "backends=[local]")
+    cfg = job_config(f"image={DEMO_IMAGE}", f"gt_mask={masks}", "backends=[local]")
     result = pipeline.run(cfg, JobInfo(output_dir=tmp_path / "X"))
     assert result.images == [DEMO_IMAGE.stem]
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("featvis: warning: ")]

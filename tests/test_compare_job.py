@@ -18,7 +18,7 @@ from featvis.pipeline import job as pipeline
 from featvis.pipeline.sketches import SIMILARITY_CSV, SIMILARITY_IMAGE, SIMILARITY_PANEL, SIMILARITY_PNG
 from featvis.render import panels as render_panels
 from featvis.sweep.plan import share_key
-from tests.helpers import DEMO_IMAGE, compose_cfg, run_planned_sweep
+from tests.helpers import DEMO_IMAGE, compose_cfg, job_config, run_planned_sweep
 
 LOCAL = ("backends=[local]", "image=featvis::demo/images")
 STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
@@ -26,7 +26,7 @@ TWO_LAYERS = "layers.names=[backbone.layer4,decode_head.conv_seg]"
 
 
 def _run(out: Path, *overrides: str, swept=()):
-    return pipeline.run(compose_cfg(*LOCAL, *overrides), JobInfo(output_dir=out, swept=list(swept)))
+    return pipeline.run(job_config(*LOCAL, *overrides), JobInfo(output_dir=out, swept=list(swept)))
 
 
 def _sketch(out: Path) -> Sketch:

@@ -29,6 +29,7 @@ from tests.helpers import (
     cli_env,
     exit_code,
     history,
+    job_config,
     run_cli,
     wandb_records,
     wandb_runs,
@@ -92,12 +93,11 @@ def _hold_in_another_process(folder: Path) -> subprocess.Popen:
 def test_a_partial_folder_is_stale_only_when_its_owner_is_gone(tmp_path):
     from featvis.config.job import JobInfo
     from featvis.pipeline import job as pipeline
-    from tests.helpers import compose_cfg
 
     (tmp_path / "featvis.partial").mkdir()
     (tmp_path / "featvis.partial" / "theirs.txt").write_text("a running job's")
     owner = _hold_in_another_process(tmp_path)
-    cfg = compose_cfg(f"image={DEMO_IMAGE}", "backends=[local]", "layers.names=[decode_head.conv_seg]")
+    cfg = job_config(f"image={DEMO_IMAGE}", "backends=[local]", "layers.names=[decode_head.conv_seg]")
     try:
         with pytest.raises(output_folder.FolderBusyError, match=f"in use by featvis job PID {owner.pid}"):
             pipeline.run(cfg, JobInfo(output_dir=tmp_path))

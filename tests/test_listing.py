@@ -15,7 +15,7 @@ from featvis.errors import ConfigError, LayerNotFoundError
 from featvis.model.load import load_model
 from featvis.pipeline.listing import OutputShapes, format_output, list_modules
 from featvis.record.layers import select_layers
-from tests.helpers import compose_cfg, run_cli, wandb_runs
+from tests.helpers import compose_cfg, job_config, run_cli, wandb_runs
 from tests.helpers import listing_table as table
 
 FIRST_IMAGE = sorted((ASSETS / "demo" / "images").glob("*.png"))[0]  # what the default `image` lists with
@@ -28,13 +28,13 @@ def hook_count(model: nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def demo():
-    cfg = compose_cfg("mode=list")
+    cfg = job_config("mode=list")
     return load_model(cfg.model.config, cfg.model.checkpoint, "cpu")
 
 
 @pytest.fixture(scope="module")
 def demo_listing(demo) -> str:
-    return list_modules(compose_cfg("mode=list"), demo)
+    return list_modules(job_config("mode=list"), demo)
 
 
 def test_decoder_layers_with_the_shapes_the_model_really_produced(demo, demo_listing):
@@ -73,7 +73,7 @@ def test_every_module_is_listed_in_order_indented_by_depth(demo, demo_listing):
 
 
 def test_filter_restricts_rows(demo):
-    text = list_modules(compose_cfg("mode=list", "listing.filter=decode_head.*"), demo)
+    text = list_modules(job_config("mode=list", "listing.filter=decode_head.*"), demo)
     rows = table(text)
     expected = [n for n, _ in demo.model.named_modules() if fnmatch.fnmatchcase(n, "decode_head.*")]
     assert list(rows) == expected and "decode_head.conv_seg" in rows
@@ -83,9 +83,9 @@ def test_filter_restricts_rows(demo):
 
 
 def test_max_depth(demo):
-    rows = table(list_modules(compose_cfg("mode=list", "listing.max_depth=1"), demo))
+    rows = table(list_modules(job_config("mode=list", "listing.max_depth=1"), demo))
     assert list(rows) == [n for n, _ in demo.model.named_children()]
-    rows = table(list_modules(compose_cfg("mode=list", "listing.filter=decode_head*", "listing.max_depth=2"), demo))
+    rows = table(list_modules(job_config("mode=list", "listing.filter=decode_head*", "listing.max_depth=2"), demo))
     assert "decode_head" in rows and "decode_head.conv_seg" in rows
     assert max(n.count(".") for n in rows) == 1
 
@@ -96,14 +96,14 @@ def test_max_depth(demo):
 ])
 def test_filter_matching_nothing_fails_in_one_line(demo, overrides, words):
     with pytest.raises(LayerNotFoundError) as err:
-        list_modules(compose_cfg("mode=list", *overrides), demo)
+        list_modules(job_config("mode=list", *overrides), demo)
     assert "\n" not in str(err.value)
     for word in words:
         assert word in str(err.value)
 
 
 def test_a_preset_that_does_not_resolve_is_reported_not_fatal(demo):
-    text = list_modules(compose_cfg("mode=list", "+model.layer_presets.bogus=[nope.*]",
+    text = list_modules(job_config("mode=list", "+model.layer_presets.bogus=[nope.*]",
                                     "listing.filter=decode_head.conv_seg"), demo)
     assert table(text)["decode_head.conv_seg"][2] == "decoder/input, decoder, dense"
     assert "preset 'bogus' does not resolve on this model: pattern 'nope.*' matches no module" in text
@@ -111,7 +111,7 @@ def test_a_preset_that_does_not_resolve_is_reported_not_fatal(demo):
 
 def test_no_hooks_left_on_the_model(demo):
     before = hook_count(demo.model)
-    list_modules(compose_cfg("mode=list", "listing.filter=decode_head.*"), demo)
+    list_modules(job_config("mode=list", "listing.filter=decode_head.*"), demo)
     assert hook_count(demo.model) == before
 
 
@@ -126,12 +126,12 @@ def test_no_hooks_left_when_the_forward_fails(demo, monkeypatch):
 
     monkeypatch.setattr(listing, "inference_model", failing)  # mmseg's, as the listing calls it
     with pytest.raises(RuntimeError, match="boom"):
-        list_modules(compose_cfg("mode=list"), demo)
+        list_modules(job_config("mode=list"), demo)
     assert hook_count(demo.model) == before
 
 
 def test_loads_the_model_itself_when_none_is_given():
-    rows = table(list_modules(compose_cfg("mode=list", "listing.filter=*conv_seg")))
+    rows = table(list_modules(job_config("mode=list", "listing.filter=*conv_seg")))
     assert set(rows) == {"decode_head.conv_seg", "auxiliary_head.conv_seg"}
 
 
@@ -195,7 +195,7 @@ def test_cli_filter_matching_nothing_is_one_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["ann", "pspnet", "deeplabv3", "segformer"])
 def test_public_models_list_shapes_for_every_preset_layer(model):
-    cfg = compose_cfg("mode=list", f"model={model}", "model.checkpoint=null")
+    cfg = job_config("mode=list", f"model={model}", "model.checkpoint=null")
     loaded = load_model(cfg.model.config, None, "cpu")
     rows = table(list_modules(cfg, loaded))
     assert len(rows) == sum(1 for n, _ in loaded.model.named_modules() if n)

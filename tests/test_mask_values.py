@@ -10,7 +10,7 @@ from featvis.config.job import JobInfo
 from featvis.data.masks import stray_labels
 from featvis.pipeline import job as pipeline
 from featvis.sweep.results import RESULT_FILE, write_job_result
-from tests.helpers import DEMO_IMAGE, compose_cfg, run_cli
+from tests.helpers import DEMO_IMAGE, job_config, run_cli
 
 
 def _mask_with_stray_values(folder):
@@ -52,7 +52,7 @@ def test_stray_mask_values_are_reported_and_drawn_unlabelled(tmp_path):
 
 def test_stray_values_go_into_a_sweep_jobs_result_file(tmp_path):
     mask = _mask_with_stray_values(tmp_path / "masks")
-    cfg = compose_cfg(f"image={DEMO_IMAGE}", f"gt_mask={mask.parent}", "backends=[local]")
+    cfg = job_config(f"image={DEMO_IMAGE}", f"gt_mask={mask.parent}", "backends=[local]")
     info = JobInfo(output_dir=tmp_path / "0", sweep_dir=tmp_path)
     result = pipeline.run(cfg, info)
     assert list(result.labels) == [DEMO_IMAGE.stem]

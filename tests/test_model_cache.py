@@ -10,7 +10,7 @@ from featvis.model import cache as model_cache
 from featvis.model import load as model_load
 from featvis.pipeline import job as pipeline
 from featvis.render import panels as render_panels
-from tests.helpers import compose_cfg
+from tests.helpers import job_config
 
 ONE_IMAGE = "image=featvis::demo/images/scene_000.png"
 
@@ -24,7 +24,7 @@ def init_calls(monkeypatch):
 
 
 def _run(tmp_path, name, *overrides):
-    return pipeline.run(compose_cfg(ONE_IMAGE, "backends=[local]", *overrides), JobInfo(output_dir=tmp_path / name))
+    return pipeline.run(job_config(ONE_IMAGE, "backends=[local]", *overrides), JobInfo(output_dir=tmp_path / name))
 
 
 def test_jobs_over_layers_load_the_checkpoint_once(tmp_path, init_calls):

@@ -12,7 +12,7 @@ from featvis.engine import drawer
 from featvis.pipeline import job as pipeline
 from featvis.render.draw import SCALE_BAR_GAP, scale_bar_rows
 from featvis.render.labels import overlay_labels
-from tests.helpers import compose_cfg, exit_code, history, run_record, wandb_records, wandb_runs
+from tests.helpers import exit_code, history, job_config, run_record, wandb_records, wandb_runs
 
 DEMO_STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
 DECODER_MAPS = ["decode_head.psp_modules[0]", "decode_head.psp_modules[1]", "decode_head.psp_modules[2]",
@@ -26,7 +26,7 @@ def _rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def default_job(tmp_path_factory):
     out = tmp_path_factory.mktemp("job")
-    result = pipeline.run(compose_cfg(), JobInfo(output_dir=out))
+    result = pipeline.run(job_config(), JobInfo(output_dir=out))
     return out, result
 
 
@@ -123,7 +123,7 @@ def test_wandb_images_are_the_local_pictures_in_wandbs_format(default_job):
 
 
 def test_topk_draws_a_grid(tmp_path):
-    pipeline.run(compose_cfg("reduction=topk", "backends=[local]", "layers.names=[decode_head.bottleneck]",
+    pipeline.run(job_config("reduction=topk", "backends=[local]", "layers.names=[decode_head.bottleneck]",
                              "image=featvis::demo/images/scene_000.png"), JobInfo(output_dir=tmp_path))
     picture = cv2.imread(str(tmp_path / "featvis" / "local" / "scene_000" / "featmap" / "decode_head.bottleneck.png"))
     h, w = cv2.imread(str(ASSETS / "demo" / "images" / "scene_000.png")).shape[:2]
@@ -135,8 +135,8 @@ def test_topk_draws_a_grid(tmp_path):
 def test_two_jobs_in_one_process_get_two_wandb_runs(tmp_path):
     """As under Hydra's basic launcher: each job must finish its run and start its own."""
     cfg = ["backends=[wandb]", "image=featvis::demo/images/scene_000.png"]
-    pipeline.run(compose_cfg(*cfg, "layers=decoder"), JobInfo(output_dir=tmp_path / "a", overrides=["layers=decoder"]))
-    pipeline.run(compose_cfg(*cfg, "layers=backbone"),
+    pipeline.run(job_config(*cfg, "layers=decoder"), JobInfo(output_dir=tmp_path / "a", overrides=["layers=decoder"]))
+    pipeline.run(job_config(*cfg, "layers=backbone"),
                  JobInfo(output_dir=tmp_path / "b", overrides=["layers=backbone"]))
     (run_a,), (run_b,) = wandb_runs(tmp_path / "a"), wandb_runs(tmp_path / "b")
     rec_a, rec_b = wandb_records(run_a), wandb_records(run_b)
@@ -153,7 +153,7 @@ def test_model_loaded_once_for_all_images(tmp_path, monkeypatch):
 
     real = model_load.init_model  # mmseg's, as featvis.model.load calls it
     monkeypatch.setattr(model_load, "init_model", lambda *a, **k: calls.append(a) or real(*a, **k))
-    result = pipeline.run(compose_cfg("backends=[local]"), JobInfo(output_dir=tmp_path))
+    result = pipeline.run(job_config("backends=[local]"), JobInfo(output_dir=tmp_path))
     assert len(result.images) == len(DEMO_STEMS) > 1 and len(calls) == 1
 
 
@@ -168,7 +168,7 @@ def test_failure_mid_run_leaves_no_results_that_look_complete(tmp_path, monkeypa
 
     monkeypatch.setattr(drawer, "make_panels", fail_on_second_image)  # where the Drawer calls it
     with pytest.raises(RuntimeError, match="disk full"):
-        pipeline.run(compose_cfg(), JobInfo(output_dir=tmp_path))
+        pipeline.run(job_config(), JobInfo(output_dir=tmp_path))
     assert not (tmp_path / "featvis").exists()
     assert (tmp_path / "featvis.partial" / "local" / DEMO_STEMS[0] / "input.png").is_file()
     (run_dir,) = wandb_runs(tmp_path / "featvis.partial")
@@ -180,7 +180,7 @@ def test_failure_mid_run_leaves_no_results_that_look_complete(tmp_path, monkeypa
 def test_tensorboard_backend_from_mmengine_gets_the_same_panels(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = pipeline.run(compose_cfg("backends=[tensorboard]", "image=featvis::demo/images/scene_000.png"),
+    result = pipeline.run(job_config("backends=[tensorboard]", "image=featvis::demo/images/scene_000.png"),
                           JobInfo(output_dir=tmp_path))
     events = EventAccumulator(str(tmp_path / "featvis" / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
@@ -189,7 +189,7 @@ def test_tensorboard_backend_from_mmengine_gets_the_same_panels(tmp_path):
 
 
 def test_dataset_split_of_the_model_config_gives_images_and_ground_truth(tmp_path):
-    result = pipeline.run(compose_cfg("image=dataset:test", "gt_mask=null", "backends=[local]"),
+    result = pipeline.run(job_config("image=dataset:test", "gt_mask=null", "backends=[local]"),
                           JobInfo(output_dir=tmp_path))
     assert result.images == DEMO_STEMS
     gt = _rgb(tmp_path / "featvis" / "local" / DEMO_STEMS[0] / "ground_truth.png")
@@ -203,13 +203,13 @@ def test_unknown_dataset_split_names_the_ones_there(tmp_path):
     from featvis.errors import InputError
 
     with pytest.raises(InputError, match=r"no val_dataloader; use one of \['test'\]"):
-        pipeline.run(compose_cfg("image=dataset:val", "backends=[local]"), JobInfo(output_dir=tmp_path))
+        pipeline.run(job_config("image=dataset:val", "backends=[local]"), JobInfo(output_dir=tmp_path))
 
 
 def test_max_images_and_random_sampling(tmp_path):
-    result = pipeline.run(compose_cfg("max_images=2", "sample=random", "seed=3", "backends=[local]"),
+    result = pipeline.run(job_config("max_images=2", "sample=random", "seed=3", "backends=[local]"),
                           JobInfo(output_dir=tmp_path / "a"))
-    again = pipeline.run(compose_cfg("max_images=2", "sample=random", "seed=3", "backends=[local]"),
+    again = pipeline.run(job_config("max_images=2", "sample=random", "seed=3", "backends=[local]"),
                          JobInfo(output_dir=tmp_path / "b"))
     assert len(result.images) == 2 and result.images == again.images
 
@@ -224,7 +224,7 @@ def test_bad_image_is_skipped_the_others_logged_and_the_job_says_so(tmp_path):
     (folder / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
     with pytest.raises(SkippedImagesError, match="1 image\\(s\\) skipped, first broken.png") as err:
-        pipeline.run(compose_cfg(f"image={folder}", "backends=[local,wandb]"), JobInfo(output_dir=out))
+        pipeline.run(job_config(f"image={folder}", "backends=[local,wandb]"), JobInfo(output_dir=out))
     assert err.value.exit_code == 3
     assert sorted(p.name for p in (out / "featvis" / "local").iterdir() if p.is_dir()) == DEMO_STEMS[:2]
     assert "broken.png" in (out / "featvis" / "skipped.txt").read_text()
@@ -241,7 +241,7 @@ def test_captions_give_the_colour_scale_and_signed_maps_diverge(default_job):
 
 
 def test_shared_normalization_gives_every_image_the_same_range_per_layer(tmp_path):
-    pipeline.run(compose_cfg("normalize.mode=shared", "backends=[wandb]"), JobInfo(output_dir=tmp_path))
+    pipeline.run(job_config("normalize.mode=shared", "backends=[wandb]"), JobInfo(output_dir=tmp_path))
     (run_dir,) = wandb_runs(tmp_path / "featvis")
     rows = history(wandb_records(run_dir))
     for layer in ("decode_head.bottleneck", "decode_head.conv_seg"):
@@ -256,7 +256,7 @@ def test_shared_normalization_gives_every_image_the_same_range_per_layer(tmp_pat
 ])
 def test_class_reductions_highlight_the_class_in_the_pipeline(tmp_path, reduction, expected_note):
     stem = DEMO_STEMS[0]
-    result = pipeline.run(compose_cfg(*reduction, "backends=[wandb,local]", "layers.names=[decode_head.bottleneck]",
+    result = pipeline.run(job_config(*reduction, "backends=[wandb,local]", "layers.names=[decode_head.bottleneck]",
                                       f"image=featvis::demo/images/{stem}.png", "normalize.scale_bar=false"),
                           JobInfo(output_dir=tmp_path))
     assert result.panels[stem][-1] == "featmap/decode_head.bottleneck"
@@ -272,7 +272,7 @@ def test_class_reductions_highlight_the_class_in_the_pipeline(tmp_path, reductio
 
 
 def test_pca_rgb_draws_colour_with_one_basis_over_the_run(tmp_path):
-    result = pipeline.run(compose_cfg("reduction=pca_rgb", "reduction.shared_basis=true", "backends=[local]",
+    result = pipeline.run(job_config("reduction=pca_rgb", "reduction.shared_basis=true", "backends=[local]",
                                       "layers.names=[decode_head.bottleneck]"), JobInfo(output_dir=tmp_path))
     assert result.images == DEMO_STEMS
     picture = _rgb(tmp_path / "featvis" / "local" / DEMO_STEMS[0] / "featmap" / "decode_head.bottleneck.png")
@@ -283,5 +283,5 @@ def test_class_reduction_without_a_class_is_refused_before_any_work(tmp_path):
     from featvis.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs a class"):
-        pipeline.run(compose_cfg("reduction=class_map"), JobInfo(output_dir=tmp_path))
+        pipeline.run(job_config("reduction=class_map"), JobInfo(output_dir=tmp_path))
     assert not any(tmp_path.iterdir())

@@ -26,7 +26,7 @@ from featvis.record.layers import Selected, select_layers
 from featvis.record.recorded import Recorded
 from featvis.record.recorder import FeatureRecorder
 from featvis.reduce.base import Reduced
-from tests.helpers import ROOT, compose_cfg, error_line, run_cli
+from tests.helpers import ROOT, compose_cfg, error_line, job_config, run_cli
 from tests.helpers import listing_table as table
 
 SEGFORMER = "mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
@@ -37,7 +37,7 @@ SMALL = ("model.checkpoint=null", "model.scale=[256,256]", "backends=[local]")
 
 
 def _run(tmp_path: Path, *overrides: str):
-    return pipeline.run(compose_cfg(*overrides), JobInfo(output_dir=tmp_path))
+    return pipeline.run(job_config(*overrides), JobInfo(output_dir=tmp_path))
 
 
 def _maps(result) -> list:
@@ -156,7 +156,7 @@ def test_preset_layers_are_drawn_in_the_order_they_run():
 
 @pytest.mark.parametrize("config", [SEGFORMER, "featvis::configs/demo_pspnet.py"])
 def test_the_listing_never_tags_a_module_that_does_not_run(config):
-    text = listing.list_modules(compose_cfg("mode=list", f"model.config={config}", *SMALL[:2]))
+    text = listing.list_modules(job_config("mode=list", f"model.config={config}", *SMALL[:2]))
     tagged = {name: row for name, row in table(text).items() if row[2]}
     assert tagged and all(row[1] != listing.NOT_RUN for row in tagged.values()), tagged
     assert any("decoder" in row[2] for row in tagged.values()) and "backbone" in tagged["backbone"][2]

@@ -13,7 +13,7 @@ from featvis.config.job import JobInfo
 from featvis.data.paths import ASSETS
 from featvis.errors import CheckpointError
 from featvis.pipeline import job as pipeline
-from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, run_cli
+from tests.helpers import DEMO_IMAGE, error_line, job_config, run_cli
 
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"
 FAST = ("backends=[local]", f"image={DEMO_IMAGE}", "layers.names=[decode_head.conv_seg]")
@@ -41,7 +41,7 @@ def test_non_finite_weights_fail_in_one_line_naming_how_many_and_where(tmp_path)
 
 def test_non_finite_weights_draw_with_strict_false_and_say_so(tmp_path):
     ckpt = _diverged(tmp_path)
-    cfg = compose_cfg(*FAST, f"model.checkpoint={ckpt}", "model.strict=false")
+    cfg = job_config(*FAST, f"model.checkpoint={ckpt}", "model.strict=false")
     result = pipeline.run(cfg, JobInfo(output_dir=tmp_path / "out"))
     assert result.weights == "non-finite weights: 7 values in 2 tensors"
     assert (tmp_path / "out" / "featvis" / "local" / "scene_000" / "prediction.png").is_file()

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from featvis.config.job import JobInfo
+from featvis.config.schema import validate
 from featvis.engine import budget
 from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.sweep import shared_forward
 from featvis.sweep.plan import PLAN_FILE, make_plan, share_key
-from tests.helpers import DEMO_IMAGE, compose_cfg, run_planned_sweep
+from tests.helpers import DEMO_IMAGE, compose_cfg, job_config, run_planned_sweep
 
 LOCAL = ("backends=[local]",)
 PRESETS = ("decoder", "backbone", "dense")
@@ -81,7 +82,7 @@ def test_a_layer_sweep_runs_the_model_once_per_image_and_draws_what_each_job_dra
     assert shared_forward.held_bytes() == 0  # every kept forward was taken by the other two jobs
 
     for i, overrides in enumerate(jobs):  # each job again, alone: the same pictures, pixel for pixel
-        alone = pipeline.run(compose_cfg(*LOCAL, *overrides), JobInfo(output_dir=tmp_path / f"alone{i}"))
+        alone = pipeline.run(job_config(*LOCAL, *overrides), JobInfo(output_dir=tmp_path / f"alone{i}"))
         assert alone.forwards == n_images and alone.reused == 0
         shared, own = _pictures(tmp_path / "sweep" / str(i)), _pictures(tmp_path / f"alone{i}")
         assert sorted(shared) == sorted(own) and len(own) > 3 * n_images
@@ -105,10 +106,10 @@ def test_a_spec_that_fails_fails_only_its_own_job(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan([cfg_ok, cfg_bad])}))
-    ok = pipeline.run(cfg_ok, JobInfo(output_dir=sweep / "0", sweep_dir=sweep))
+    ok = pipeline.run(validate(cfg_ok), JobInfo(output_dir=sweep / "0", sweep_dir=sweep))
     assert ok.forwards == 3
     with pytest.raises(Exception, match="nosuch"):
-        pipeline.run(cfg_bad, JobInfo(output_dir=sweep / "1", sweep_dir=sweep))
+        pipeline.run(validate(cfg_bad), JobInfo(output_dir=sweep / "1", sweep_dir=sweep))
 
 
 def test_kept_forwards_stay_under_the_memory_limit(tmp_path, monkeypatch):
@@ -125,7 +126,7 @@ def test_when_full_the_first_images_stay_kept_and_the_next_job_runs_only_the_res
     sweep = tmp_path / "measure"
     sweep.mkdir()
     (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan(cfgs)}))
-    pipeline.run(cfgs[0], JobInfo(output_dir=sweep / "0", sweep_dir=sweep))  # keeps its 3 images
+    pipeline.run(validate(cfgs[0]), JobInfo(output_dir=sweep / "0", sweep_dir=sweep))  # keeps its 3 images
     per_image = shared_forward.held_bytes() / 3
     shared_forward.clear()
     monkeypatch.setenv("FEATVIS_FORWARD_CACHE_MB", str(2.5 * per_image / 2 ** 20))  # room for 2 of 3
@@ -142,9 +143,9 @@ def test_an_edited_image_is_run_again(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / PLAN_FILE).write_text(json.dumps({"groups": make_plan(cfgs)}))
-    first = pipeline.run(cfgs[0], JobInfo(output_dir=sweep / "0", sweep_dir=sweep))
+    first = pipeline.run(validate(cfgs[0]), JobInfo(output_dir=sweep / "0", sweep_dir=sweep))
     cv2.imwrite(str(image), 255 - source)  # a different image under the same path
-    second = pipeline.run(cfgs[1], JobInfo(output_dir=sweep / "1", sweep_dir=sweep))
+    second = pipeline.run(validate(cfgs[1]), JobInfo(output_dir=sweep / "1", sweep_dir=sweep))
     assert (first.forwards, second.forwards, second.reused) == (1, 1, 0)
 
 

@@ -13,7 +13,7 @@ from featvis.record.recorder import FeatureRecorder
 from featvis.record.slide import SlideWindows
 from featvis.reduce.registry import create
 from featvis.render.draw import scale_bar_rows
-from tests.helpers import run_cli
+from tests.helpers import job_config, run_cli
 
 CROP, STRIDE, H, W = 32, 24, 32, 80  # three windows across: x in [0,32), [24,56), [48,80)
 
@@ -213,13 +213,13 @@ def test_demo_pspnet_under_slide_draws_its_pooling_branch_as_the_plain_image(tmp
     from featvis.data.paths import ASSETS
     from featvis.pipeline import job as pipeline
     from featvis.record.slide import PER_WINDOW_NOTE
-    from tests.helpers import DEMO_IMAGE, compose_cfg
+    from tests.helpers import DEMO_IMAGE
 
     config = tmp_path / "demo_slide.py"
     config.write_text(f"_base_ = [{str(ASSETS / 'configs' / 'demo_pspnet.py')!r}]\n"
                       "model = dict(test_cfg=dict(mode='slide', crop_size=(128, 128), stride=(96, 96)))\n")
     with caplog.at_level(logging.WARNING):
-        pipeline.run(compose_cfg(f"model.config={config}", "model.checkpoint=featvis::checkpoints/demo_pspnet.pth",
+        pipeline.run(job_config(f"model.config={config}", "model.checkpoint=featvis::checkpoints/demo_pspnet.pth",
                                  f"image={DEMO_IMAGE}", "backends=[local]", "layers.names=[decode_head.psp_modules]"),
                      JobInfo(output_dir=tmp_path / "job"))
     folder = tmp_path / "job" / "featvis" / "local" / DEMO_IMAGE.stem / "featmap"

@@ -22,7 +22,7 @@ from featvis.errors import CheckpointError
 from featvis.model import cache as model_cache
 from featvis.pipeline import job as pipeline
 from featvis.sweep.results import JobRecord, job_record
-from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, history, run_cli, wandb_records, wandb_runs
+from tests.helpers import DEMO_IMAGE, compose_cfg, error_line, history, job_config, run_cli, wandb_records, wandb_runs
 
 CONFIG = "featvis::configs/demo_pspnet.py"
 DEMO_CKPT = ASSETS / "checkpoints" / "demo_pspnet.pth"
@@ -83,7 +83,7 @@ def test_not_strict_draws_with_the_note_in_log_captions_and_result(tmp_path, dem
     total = len(_weights(demo))
     note = f"partly random weights: {total // 2} of {total} missing"
     with caplog.at_level(logging.WARNING):
-        result = pipeline.run(compose_cfg(f"model.checkpoint={path}", "model.strict=false", f"image={DEMO_IMAGE}",
+        result = pipeline.run(job_config(f"model.checkpoint={path}", "model.strict=false", f"image={DEMO_IMAGE}",
                                           "backends=[wandb,local]"), JobInfo(output_dir=tmp_path / "job"))
     assert result.weights == note
     assert any("model.strict=false" in r.message and "RANDOM" in r.message for r in caplog.records)

@@ -26,7 +26,6 @@ from torch import nn
 
 from featvis.compare.sketch import SKETCH_FILE, Sketch, positions, sample
 from featvis.config.job import JobInfo
-from featvis.config.schema import validate
 from featvis.data import images as inputs
 from featvis.data.paths import ASSETS
 from featvis.engine.forward_errors import run_explained
@@ -38,7 +37,7 @@ from featvis.render.align import align
 from featvis.render.heatmap import overlay_maps
 from featvis.render.labels import overlay_labels
 from featvis.render.scales import ScaleRule
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, job_config
 
 H, W = 300, 451  # the photo: 451 is odd, 300 = 4 x 75
 SHRINK = ("model.backbone.init_cfg: null, model.backbone.channels: 8, model.backbone.ppm_channels: 16, "
@@ -59,13 +58,13 @@ def _photo(folder: Path, name: str = "photo.jpg", size=(W, H)) -> Path:
 
 def _cfg(family: str, image: Path, *more: str, options: str = ""):
     """The tiny `family` model on `image`, fed at 451x300; `options`: more model.cfg_options entries."""
-    return compose_cfg(f"model.config={MODELS[family]}", "model.checkpoint=null", f"image={image}",
+    return job_config(f"model.config={MODELS[family]}", "model.checkpoint=null", f"image={image}",
                        "model.scale=[451,300]", f"+model.cfg_options={{{SHRINK}{options}}}", *QUIET, *more)
 
 
 def _loaded(cfg):
     """The model the job ran (featvis.model.cache keeps it): its weights are the job's random ones."""
-    c = validate(cfg)
+    c = cfg
     return model_cache.load(c.model.config, c.model.checkpoint, c.device, trust_checkpoint=c.model.trust_checkpoint,
                             strict=c.model.strict, cfg_options=c.model.cfg_options, scale=c.model.scale)
 
@@ -138,7 +137,7 @@ def test_a_stride_network_runs_on_an_odd_image_and_every_picture_is_cropped_back
     palette = loaded.dataset_meta["palette"]
     assert np.array_equal(_rgb(folder / "prediction.png"), overlay_labels(pred, rgb, palette, 0.5))
 
-    rule = ScaleRule.from_config(validate(cfg).normalize)
+    rule = ScaleRule.from_config(cfg.normalize)
     draw = partial(overlay_maps, image=rgb, meta={}, alpha=cfg.alpha, scale=rule)
     # what entered the backbone, padded to 304x456, drawn cropped: the image's own pixels, no padding band
     assert np.array_equal(_rgb(folder / "featmap" / "backbone" / "input.png"),
@@ -158,7 +157,7 @@ def test_a_stride_network_runs_on_an_odd_image_and_every_picture_is_cropped_back
 
 def test_a_model_that_takes_any_size_is_never_probed(tmp_path, forwards, monkeypatch):
     monkeypatch.setattr(stride, "find", lambda model: pytest.fail("probed a model that takes any size"))
-    result = pipeline.run(compose_cfg(*QUIET), JobInfo(output_dir=tmp_path / "out"))  # the 3 demo scenes
+    result = pipeline.run(job_config(*QUIET), JobInfo(output_dir=tmp_path / "out"))  # the 3 demo scenes
     model = _loaded(compose_cfg(*QUIET)).model
     assert len(result.images) == 3 and forwards == [(192, 256)] * 3  # one pass per image, nothing else
     assert model.data_preprocessor.test_cfg is None and stride.found(model) is None
@@ -171,7 +170,7 @@ def test_a_batch_is_padded_when_it_fails_and_the_stride_is_found_once_per_cached
     _photo(folder, "a.jpg", (456, 304))
     _photo(folder, "b.jpg")
     _photo(folder, "c.jpg")
-    cfg = compose_cfg(f"model.config={MODELS['ddrnet']}", "model.checkpoint=null", f"image={folder}",
+    cfg = job_config(f"model.config={MODELS['ddrnet']}", "model.checkpoint=null", f"image={folder}",
                       "model.scale=[456,304]", f"+model.cfg_options={{{SHRINK}}}", *QUIET, "batch_size=2")
     first = pipeline.run(cfg, JobInfo(output_dir=tmp_path / "one"))
     assert forwards == [(304, 456), (303, 456), stride.probe_hw(8), (304, 456)]

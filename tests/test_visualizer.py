@@ -11,7 +11,7 @@ from featvis.backends.base import RunInfo
 from featvis.backends.local import FeatvisLocalVisBackend, panel_file
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.render.panel import Panel
-from tests.helpers import compose_cfg, history, wandb_records, wandb_runs
+from tests.helpers import compose_cfg, history, job_config, wandb_records, wandb_runs
 
 
 def test_local_and_wandb_share_one_png_encoding_per_picture(tmp_path, monkeypatch):
@@ -43,7 +43,7 @@ def test_a_job_encodes_each_of_its_pictures_once(tmp_path, monkeypatch):
     calls = []
     real = png_module.PictureFormat.encode
     monkeypatch.setattr(png_module.PictureFormat, "encode", lambda *a, **k: calls.append(1) or real(*a, **k))
-    cfg = compose_cfg("backends=[local,wandb]", "layers=dense", f"image={ASSETS / 'demo/images/scene_000.png'}")
+    cfg = job_config("backends=[local,wandb]", "layers=dense", f"image={ASSETS / 'demo/images/scene_000.png'}")
     result = pipeline.run(cfg, JobInfo(output_dir=tmp_path))
     written = sorted((result.output_dir / "local").rglob("*.png"))
     # once for the local PNGs, once for W&B's JPEGs (the scenes are smaller than wandb.max_side)

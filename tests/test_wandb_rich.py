@@ -10,7 +10,7 @@ from featvis.backends.wandb import _masks
 from featvis.config.job import JobInfo
 from featvis.data.paths import ASSETS
 from featvis.pipeline import job as pipeline
-from tests.helpers import compose_cfg, history, wandb_records, wandb_runs
+from tests.helpers import history, job_config, wandb_records, wandb_runs
 
 DEMO_STEMS = sorted(p.stem for p in (ASSETS / "demo" / "images").glob("*.png"))
 DEMO_CLASSES = ["background", "circle", "square", "triangle"]
@@ -22,7 +22,7 @@ STATS = ["mean", "std", "zero_fraction", "max"]
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("rich")
-    result = pipeline.run(compose_cfg(), JobInfo(output_dir=out))  # default: local and wandb
+    result = pipeline.run(job_config(), JobInfo(output_dir=out))  # default: local and wandb
     (run_dir,) = wandb_runs(out / "featvis")
     return out, result, run_dir, wandb_records(run_dir)
 
@@ -137,7 +137,7 @@ def test_ground_truth_with_ignore_label_is_logged(tmp_path):
     gt[:10] = 255  # mmseg's ignore index
     cv2.imwrite(str(masks / f"{stem}.png"), gt)
     out = tmp_path / "out"
-    pipeline.run(compose_cfg(f"image={images}", f"gt_mask={masks}", "backends=[wandb]",
+    pipeline.run(job_config(f"image={images}", f"gt_mask={masks}", "backends=[wandb]",
                              "layers.names=[decode_head.bottleneck]"), JobInfo(output_dir=out))
     (run_dir,) = wandb_runs(out / "featvis")
     records = wandb_records(run_dir)
@@ -148,7 +148,7 @@ def test_ground_truth_with_ignore_label_is_logged(tmp_path):
 
 
 def test_gradcam_logs_no_stats(tmp_path):
-    pipeline.run(compose_cfg("reduction=gradcam", "reduction.target_class=circle", "backends=[wandb]",
+    pipeline.run(job_config("reduction=gradcam", "reduction.target_class=circle", "backends=[wandb]",
                              "layers.names=[decode_head.bottleneck]",
                              f"image={ASSETS}/demo/images/{DEMO_STEMS[0]}.png"),
                  JobInfo(output_dir=tmp_path))

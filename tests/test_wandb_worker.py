@@ -48,8 +48,8 @@ def test_a_job_never_imports_wandb_itself(tmp_path):
         "from pathlib import Path\n"
         "from featvis.config.job import JobInfo\n"
         "from featvis.pipeline import job\n"
-        "from tests.helpers import compose_cfg\n"
-        f"job.run(compose_cfg('image={DEMO_IMAGE}'), JobInfo(output_dir=Path({str(tmp_path)!r})))\n"
+        "from tests.helpers import job_config\n"
+        f"job.run(job_config('image={DEMO_IMAGE}'), JobInfo(output_dir=Path({str(tmp_path)!r})))\n"
         "print('wandb imported:', 'wandb' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
                           timeout=WAIT_S)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from typing import Iterable, Iterator, List, Tuple, Union
+from typing import Iterable, Iterator, List, Tuple
 
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import track
 
@@ -25,7 +24,7 @@ from featvis.backends.encoding import workers
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.config import output_folder
 from featvis.config.job import JobInfo
-from featvis.config.schema import Config, NormalizeMode, plain, validate
+from featvis.config.schema import Config, NormalizeMode, plain
 from featvis.data import dataset, masks
 from featvis.data import images as inputs
 from featvis.data.batches import same_shape_batches
@@ -46,9 +45,8 @@ from featvis.sweep import shared_forward
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Union[Config, DictConfig], job: JobInfo) -> JobResult:
-    """Run one job; `cfg` is the typed Config (a composed DictConfig is validated and converted first)."""
-    cfg = cfg if isinstance(cfg, Config) else validate(cfg)
+def run(cfg: Config, job: JobInfo) -> JobResult:
+    """Run one job of the validated, typed `cfg` (featvis.config.schema.validate: the command line's one conversion)."""
     collected = dataset.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root,
                                    cfg.model.cfg_options, cfg.model.scale, max_pixels=cfg.max_image_pixels)
     samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)

@@ -26,14 +26,13 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from mmseg.apis import inference_model
-from omegaconf import DictConfig
 from torch import nn
 
-from featvis.config.schema import Config, validate
+from featvis.config.schema import Config
 from featvis.data import dataset
 from featvis.data import images as inputs
 from featvis.engine.forward_errors import run_explained
@@ -171,12 +170,8 @@ def render_table(rows: Sequence[Row]) -> List[str]:
     return ["  ".join([*(c[i].ljust(widths[i]) for i in range(len(widths))), c[-1]]).rstrip() for c in cells]
 
 
-def list_modules(cfg: Union[Config, DictConfig], loaded: Optional[LoadedModel] = None) -> str:
-    """The listing of `mode=list` for the job config `cfg` (pass `loaded` to reuse a built model).
-
-    `cfg` is the typed Config; a composed DictConfig is validated and converted first.
-    """
-    cfg = cfg if isinstance(cfg, Config) else validate(cfg)
+def list_modules(cfg: Config, loaded: Optional[LoadedModel] = None) -> str:
+    """The listing of `mode=list` for the validated, typed job config `cfg` (pass `loaded` to reuse a built model)."""
     # masks play no part in a listing
     samples = dataset.collect_any(cfg.image, None, cfg.model.config, cfg.data_root, cfg.model.cfg_options,
                                  cfg.model.scale).usable()
