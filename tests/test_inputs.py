@@ -87,6 +87,10 @@ def test_duplicate_image_stems_get_unique_names(tmp_path):
     _png(tmp_path / "x" / "a.png")
     _png(tmp_path / "y" / "a.png")
     assert [s.stem for s in collect(str(tmp_path / "*" / "a.png"), None).samples] == ["a", "a_2"]
+    # a name follows from the list alone: an unreadable first `a.png` keeps its name, the next is still a_2
+    (tmp_path / "x" / "a.png").write_bytes(b"broken")
+    collected = collect(str(tmp_path / "*" / "a.png"), None)
+    assert [s.stem for s in collected.samples] == ["a_2"] and len(collected.problems) == 1
 
 
 def test_one_bad_image_among_good_ones_is_set_aside(tmp_path):

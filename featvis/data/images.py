@@ -176,12 +176,15 @@ def check_pairs(pairs: List[Tuple[Path, Optional[Path]]], max_pixels: int = DEFA
     out = Collected()
     names = Names()  # `..` from `...png` is no folder name; duplicates get _2, _3, ...
     for path, mask in pairs:
+        # claimed before the check: an image's name follows from the list alone, whichever images a
+        # process finds readable, so every process (and a later re-run) gives it the same one
+        name = names.claim(path.stem)
         try:
             image, gt = _check_pair(path, mask, max_pixels)
         except InputError as err:
             out.problems.append(Problem(path, str(err)))
             continue
-        out.samples.append(Sample(names.claim(path.stem), path, mask, image.size, **extra,
+        out.samples.append(Sample(name, path, mask, image.size, **extra,
                                   orientation=image.orientation, mask_orientation=gt.orientation if gt else 1))
     return out
 
