@@ -29,7 +29,7 @@ from featvis.config.schema import Mode, register_configs, validate
 from featvis.engine.result import RESULTS_DIR
 from featvis.errors import FeatvisError
 from featvis.signals import describe, exit_code, handle_termination, received
-from featvis.sweep import manifest, outcome
+from featvis.sweep import manifest, outcome, shards
 
 log = logging.getLogger("featvis")
 
@@ -67,6 +67,7 @@ def job(cfg: DictConfig) -> None:
     result, error = None, None
     try:
         config = validate(cfg)  # the one conversion: typed dataclasses from here on
+        shards.check(config, multirun=info.sweep_dir is not None)
         if config.mode == Mode.list:
             from featvis.pipeline import listing  # noqa: PLC0415 - lazy: imports mmseg (~6 s), not needed for config errors
 
@@ -117,7 +118,7 @@ def plain_cfg_options(argv: List[str]) -> List[str]:
 
 def main(app: Callable[[], None]) -> None:
     """Run the Hydra app; turn any failure into one line on stderr and exit code 1."""
-    sys.argv[1:] = plain_cfg_options(sys.argv[1:])
+    sys.argv[1:] = shards.expand(plain_cfg_options(sys.argv[1:]))  # -m shards=N: also shard=range(0,N)
     register_configs()
     bounded.install()  # every config file Hydra reads: a regular file, within size and alias-expansion limits
     data_only.install()  # every composed config: no key may name code for Hydra to run (presets are data)

@@ -26,7 +26,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -143,3 +143,37 @@ class Sketch:
         """(image, layer) both sketches hold features of, in this sketch's order."""
         return [(stem, layer) for stem in self.images for layer in self.layers
                 if self.features(stem, layer) is not None and other.features(stem, layer) is not None]
+
+
+class ShardedSketch:
+    """The sketches of a job's shards (featvis.sweep.shards) read as one: its images are theirs, in shard order.
+
+    A shard draws its own images of one input list, so no image is in two parts; the layers and
+    the sampled positions (pixels, seed) are the same in every part. CKA and change accumulate
+    sums image by image, so a sharded job's numbers are the unsharded job's.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.parts = [Sketch(p) for p in paths]
+        self.path = self.parts[0].path
+        first = self.parts[0].meta
+        for part in self.parts[1:]:
+            if (part.meta.get("pixels"), part.meta.get("seed")) != (first.get("pixels"), first.get("seed")):
+                raise ValueError(f"{part.path}: sampled at other positions than {self.path}")
+        self.layers: List[str] = list(dict.fromkeys(layer for part in self.parts for layer in part.layers))
+        self.images: List[str] = [stem for part in self.parts for stem in part.images]
+        self.meta: Dict[str, Any] = {**first, "layers": self.layers, "images": self.images}
+        self._owner = {stem: part for part in self.parts for stem in part.images}
+
+    def features(self, stem: str, layer: str) -> Optional[np.ndarray]:
+        part = self._owner.get(stem)
+        return None if part is None else part.features(stem, layer)
+
+    def map(self, stem: str, layer: str) -> Optional[np.ndarray]:
+        part = self._owner.get(stem)
+        return None if part is None else part.map(stem, layer)
+
+
+def open_sketch(paths: Sequence[Path]) -> "Sketch | ShardedSketch":
+    """One job's sketch: its file, or its shards' files read as one."""
+    return Sketch(paths[0]) if len(paths) == 1 else ShardedSketch(paths)

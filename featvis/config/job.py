@@ -17,7 +17,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 MAX_NAME = 128  # W&B's limit for run names
-PLUMBING = {"backends", "wandb", "device", "share_forward"}  # keys that change where results go, not what they show
+SHARD = "shard"  # a shard job's override (featvis.sweep.shards)
+# keys that change where results go or how fast, not what they show
+PLUMBING = {"backends", "wandb", "device", "share_forward", "threads"}
 
 
 @dataclass
@@ -28,6 +30,8 @@ class JobInfo:
     swept: List[str] = field(default_factory=list)  # the keys the sweep varies
     choices: dict = field(default_factory=dict)  # config group -> option, e.g. {"model": "demo"}
     num: Optional[int] = None  # Hydra's job number in a multirun
+    launcher: str = ""  # the multirun launcher's class (hydra.launcher._target_); "" for a single run
+    launcher_jobs: Optional[int] = None  # its n_jobs (joblib), as configured
 
     def _shown(self) -> List[str]:
         """The overrides that tell this job from the others: the swept ones, else all but plumbing."""
@@ -46,7 +50,11 @@ class JobInfo:
 
     @property
     def job_type(self) -> str:
-        """The swept keys (`layers`): shared by the jobs of a sweep, to compare them."""
+        """The swept keys (`layers`): shared by the jobs of a sweep, to compare them. A shard's: its job's name
+        without `shard=` (featvis.sweep.shards), shared by the job's shards, one unit in W&B."""
+        if any(_key(o) == SHARD for o in self.overrides):
+            shown = [_shorten(o) for o in self._shown() if _key(o) != SHARD]
+            return (",".join(sorted(shown)) or "default")[:64]
         return (",".join(sorted({_key(o) for o in self._shown()})) or "default")[:64]
 
     @property
@@ -94,4 +102,13 @@ def from_hydra() -> JobInfo:
         swept=swept_keys(sweep_dir) if sweep_dir else [],
         choices={k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")},
         num=int(hc.job.num) if sweep_dir is not None and OmegaConf.select(hc, "job.num") is not None else None,
+        launcher=str(OmegaConf.select(hc, "launcher._target_", default="") or "") if sweep_dir is not None else "",
+        launcher_jobs=_int_or_none(OmegaConf.select(hc, "launcher.n_jobs", default=None)),
     )
+
+
+def _int_or_none(value: object) -> Optional[int]:
+    try:
+        return None if value is None else int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

@@ -178,6 +178,13 @@ class Config:
     # multirun: jobs that differ only in what they draw of a model (layers, scales, backends)
     # run it once per image and share the recorded maps (featvis.sweep.plan); false: each job runs it
     share_forward: bool = True
+    # multirun: split each job's images into this many shards, each drawn by a job of its own
+    # (`-m shards=N`: featvis.sweep.shards); the sweep's summary merges a job's shards into one
+    shards: int = 1
+    shard: Optional[int] = None  # which shard this job draws, 0..shards-1 (set by `-m shards=N`)
+    # CPU threads for the model (torch.set_num_threads); null = torch's own, or, for a shard, the
+    # cores it may use divided among the shards that run on its machine at once
+    threads: Optional[int] = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
     listing: ListingConfig = field(default_factory=ListingConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
@@ -242,6 +249,7 @@ def validate(cfg: DictConfig) -> Config:
                           "the memory the machine has available")
     if cfg.max_images is not None and cfg.max_images < 1:
         raise ConfigError(f"max_images={cfg.max_images} must be at least 1 (or null for every image)")
+    _check_shards(cfg)
     if not cfg.backends:
         raise ConfigError("no backend selected: pass e.g. backends=[local] or backends=[local,wandb]")
     if not 16 <= cfg.compare.pixels <= 65536:
@@ -274,6 +282,27 @@ def validate(cfg: DictConfig) -> Config:
             raise ConfigError(f"backends.{key}.type={backend.type!r} is not in MMEngine's VISBACKENDS "
                               f"registry: use one of {sorted(known)}")
     return typed(cfg)
+
+
+MAX_SHARDS = 10_000
+
+
+def _check_shards(cfg: DictConfig) -> None:
+    if not 1 <= cfg.shards <= MAX_SHARDS:
+        raise ConfigError(f"shards={cfg.shards} must be between 1 and {MAX_SHARDS} (jobs each job's images are split "
+                          "into)")
+    if cfg.shard is not None and not 0 <= cfg.shard < cfg.shards:
+        raise ConfigError(f"shard={cfg.shard} must be between 0 and shards-1={cfg.shards - 1}; `-m shards=N` sets it")
+    if cfg.threads is not None and not 1 <= cfg.threads <= 4096:
+        raise ConfigError(f"threads={cfg.threads} must be at least 1 (CPU threads for the model), or null")
+    if cfg.shards > 1:
+        if cfg.normalize.mode == NormalizeMode.shared:
+            raise ConfigError("normalize.mode=shared takes one range over all of a job's images, which shards "
+                              "cannot share yet: use normalize.mode=per_map, fixed or percentile with shards, "
+                              "or shards=1")
+        if getattr(cfg.reduction, "shared_basis", False):
+            raise ConfigError("reduction.shared_basis=true fits one basis over all of a job's images, which "
+                              "shards cannot share yet: use reduction.shared_basis=false with shards, or shards=1")
 
 
 def resolve_auto(cfg: DictConfig) -> None:

@@ -12,10 +12,12 @@ would not fit them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from typing import Iterable, Iterator, List, Tuple
 
+import torch
 from rich.console import Console
 from rich.progress import track
 
@@ -40,17 +42,50 @@ from featvis.pipeline.sketches import JobSketches
 from featvis.record.slide import slide_windows
 from featvis.reduce.base import Reduction
 from featvis.stderr import warn
-from featvis.sweep import shared_forward
+from featvis.sweep import inputs as sweep_inputs
+from featvis.sweep import manifest, shards, shared_forward
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, job: JobInfo) -> JobResult:
-    """Run one job of the validated, typed `cfg` (featvis.config.schema.validate: the command line's one conversion)."""
+    """Run one job of the validated, typed `cfg` (featvis.config.schema.validate: the command line's one conversion).
+
+    The model's CPU threads are the job's own while it runs (`threads`, or the cores a parallel
+    launcher leaves each job), and put back after it.
+    """
+    running = _running_at_once(job)
+    threads = cfg.threads or (shards.threads(shards.machine_cpus(), running) if running > 1 else None)
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        log.info("%d CPU threads for the model (%s)", threads, "threads" if cfg.threads else
+                 f"{running} jobs of the sweep at once on {shards.machine_cpus()} cores")
+        torch.set_num_threads(threads)
+    if cfg.device == "auto" and running > 1 and torch.cuda.device_count() > 1 and job.num is not None:
+        cfg = dataclasses.replace(cfg, device=f"cuda:{job.num % torch.cuda.device_count()}")  # jobs side by side
+    try:
+        return _run(cfg, job)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _running_at_once(job: JobInfo) -> int:
+    """How many jobs of this job's sweep run at once on this machine (1 for a single run)."""
+    if job.sweep_dir is None:
+        return 1
+    planned = manifest.read(job.sweep_dir)
+    return shards.running_at_once(job.launcher, job.launcher_jobs, planned.planned if planned else None,
+                                  shards.machine_cpus())
+
+
+def _run(cfg: Config, job: JobInfo) -> JobResult:
     collected = dataset.collect_any(cfg.image, cfg.gt_mask, cfg.model.config, cfg.data_root,
                                    cfg.model.cfg_options, cfg.model.scale, max_pixels=cfg.max_image_pixels)
     samples = inputs.choose(collected.usable(), cfg.max_images, cfg.sample, cfg.seed)
     problems = list(collected.problems)  # images set aside; more may join while decoding
+    if cfg.shard is not None and cfg.shards > 1 and job.sweep_dir is not None:
+        samples, problems = _shard_of(cfg, job, samples, problems)
     for problem in problems:
         log.warning("skipping %s: %s", problem.path, problem.message)
     if cfg.gt_mask and not cfg.image.startswith(inputs.DATASET_PREFIX) and not any(s.mask_path for s in samples):
@@ -120,6 +155,21 @@ def run(cfg: Config, job: JobInfo) -> JobResult:
     if problems:
         _report_skipped(problems, result)
     return result
+
+
+def _shard_of(cfg: Config, job: JobInfo, samples: List[inputs.Sample], problems: List[inputs.Problem]
+              ) -> Tuple[List[inputs.Sample], List[inputs.Problem]]:
+    """This shard's slice of the sweep's input list (featvis.sweep.inputs: the first shard's, for all of them);
+    the images set aside while listing are said by shard 0 only."""
+    assert job.sweep_dir is not None and cfg.shard is not None
+    listed, said = sweep_inputs.shared(job.sweep_dir, sweep_inputs.key_of(cfg), lambda: (samples, problems))
+    start, stop = shards.part(len(listed), cfg.shard, cfg.shards)
+    if start == stop:
+        raise inputs.InputError(f"shard {cfg.shard} of {cfg.shards} has no image: the job has {len(listed)}; "
+                                f"use shards={max(1, len(listed))} or fewer")
+    log.info("shard %d of %d: images %d to %d of %d (%s ... %s)", cfg.shard, cfg.shards, start + 1, stop,
+             len(listed), listed[start].stem, listed[stop - 1].stem)
+    return listed[start:stop], (list(said) if cfg.shard == 0 else [])
 
 
 def _within_memory(cfg: Config, loaded: LoadedModel, layers: list, extra: list, reduction: Reduction,

@@ -31,13 +31,13 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from cachetools import LRUCache
 
 from featvis.compare.pairs import Numbers, pair_numbers
-from featvis.compare.sketch import SKETCH_FILE, Sketch
+from featvis.compare.sketch import SKETCH_FILE, ShardedSketch, Sketch, open_sketch
 from featvis.engine.result import RESULTS_DIR
 from featvis.sweep.baseline import column_labels, configured_baseline, group_key, pick_baseline
 from featvis.sweep.results import JobRecord, load_results
@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damaged or half-written sketch raises
 
 Stat = Tuple[str, int, int]  # (path, mtime_ns, size): one version of a sketch file
+AnySketch = Union[Sketch, ShardedSketch]
 # (baseline file, job file, layer) -> (cka, change), for the summaries of one sweep in this process
-_PAIRS: "LRUCache[Tuple[Stat, Stat, str], Tuple[Optional[float], Optional[float]]]" = LRUCache(maxsize=100_000)
+_PAIRS: "LRUCache[Tuple[Tuple[Stat, ...], Tuple[Stat, ...], str], Tuple[Optional[float], Optional[float]]]" = \
+    LRUCache(maxsize=100_000)
 
 
 @dataclass
@@ -96,7 +98,7 @@ class Group:
     key: str  # the overrides the jobs share, for captions when a sweep has several groups
     baseline: JobRecord
     jobs: List[JobRecord]  # the compared jobs, in job order (without the baseline)
-    sketches: Dict[Path, Path]  # job dir -> its sketch file (baseline included)
+    sketches: Dict[Path, Tuple[Path, ...]]  # job dir -> its sketch file, or its shards' (baseline included)
     layers: List[str]  # layers of the baseline's sketch, in its order
     images: List[str]  # images of the baseline's sketch, in its order
     labels: Dict[str, str] = field(default_factory=dict)  # job name -> column caption: its checkpoint file
@@ -169,9 +171,14 @@ def sketch_path(job: JobRecord) -> Path:
     return job.dir / RESULTS_DIR / SKETCH_FILE
 
 
+def sketch_paths(job: JobRecord) -> Tuple[Path, ...]:
+    """The job's sketch file, or its shards' (featvis.sweep.shards), in shard order."""
+    return tuple(folder / RESULTS_DIR / SKETCH_FILE for folder in job.folders)
+
+
 def with_sketches(jobs: Sequence[JobRecord]) -> List[JobRecord]:
     """The ok jobs that left a sketch file (one stat per job: a sweep without sketches costs nothing more)."""
-    return [j for j in jobs if j.status == "ok" and sketch_path(j).is_file()]
+    return [j for j in jobs if j.status == "ok" and all(p.is_file() for p in sketch_paths(j))]
 
 
 def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Optional[str] = None) -> Comparison:
@@ -184,7 +191,7 @@ def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Op
     metas: Dict[Path, Dict[str, Any]] = {}  # by job dir: two jobs may share a name
     for job in candidates:
         try:
-            metas[job.dir] = _meta(sketch_path(job))
+            metas[job.dir] = _meta(sketch_paths(job))
         except UNREADABLE as err:
             result.errors.append(f"{job.name}: its sketch cannot be read ({err}); left out of the comparison")
     grouped: Dict[Tuple[str, int, int], List[JobRecord]] = {}
@@ -203,7 +210,7 @@ def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Op
             continue
         others = [j for j in members if j is not base]
         meta = metas[base.dir]
-        group = Group(key=key, baseline=base, jobs=others, sketches={j.dir: sketch_path(j) for j in members},
+        group = Group(key=key, baseline=base, jobs=others, sketches={j.dir: sketch_paths(j) for j in members},
                       layers=list(meta["layers"]), images=list(meta["images"]), labels=column_labels(members))
         try:
             result.similarities += _compare_group(group)
@@ -217,18 +224,18 @@ def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Op
 
 def _compare_group(group: Group) -> List[Similarity]:
     base_path = group.sketches[group.baseline.dir]
-    base: Optional[Sketch] = None
+    base: Optional[AnySketch] = None
     out: List[Similarity] = []
     for job in group.jobs:
         path = group.sketches[job.dir]
         keys = {layer: (_stat(base_path), _stat(path), layer) for layer in group.layers}
-        other: Optional[Sketch] = None
+        other: Optional[AnySketch] = None
         for layer in group.layers:
             if keys[layer] not in _PAIRS:
                 if base is None:
-                    base = Sketch(base_path)
+                    base = open_sketch(base_path)
                 if other is None:
-                    other = Sketch(path)
+                    other = open_sketch(path)
                 if layer not in other.layers:
                     continue
                 _PAIRS[keys[layer]] = pair_numbers(base, other, layer)
@@ -237,19 +244,26 @@ def _compare_group(group: Group) -> List[Similarity]:
     return out
 
 
-def _stat(path: Path) -> Stat:
-    st = path.stat()
-    return (str(path), st.st_mtime_ns, st.st_size)
+def _stat(paths: Sequence[Path]) -> Tuple[Stat, ...]:
+    found = []
+    for path in paths:
+        st = path.stat()
+        found.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(found)
 
 
-def _meta(path: Path) -> Dict[str, Any]:
-    """A sketch's meta only (np.load reads an npz entry when it is asked for)."""
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-    for key in ("layers", "images", "pixels", "seed"):
-        if key not in meta:
-            raise KeyError(key)
-    return meta
+def _meta(paths: Sequence[Path]) -> Dict[str, Any]:
+    """A sketch's meta only (np.load reads an npz entry when it is asked for); a sharded job's: its
+    parts' images in shard order, the first part's layers and positions."""
+    metas = []
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+        for key in ("layers", "images", "pixels", "seed"):
+            if key not in meta:
+                raise KeyError(key)
+        metas.append(meta)
+    return {**metas[0], "images": [stem for meta in metas for stem in meta["images"]]}
 
 
 def against_baseline(sweep_dir: Path, me: JobRecord, own: Path,
@@ -269,7 +283,7 @@ def against_baseline(sweep_dir: Path, me: JobRecord, own: Path,
         return None
     if baseline is me:
         return None
-    base, mine = Sketch(sketch_path(baseline)), Sketch(own)
+    base, mine = Sketch(sketch_path(baseline)), Sketch(own)  # this job and the baseline's shard alike: one file each
     if (base.meta.get("pixels"), base.meta.get("seed")) != (mine.meta.get("pixels"), mine.meta.get("seed")):
         return None
     return baseline, {layer: pair_numbers(base, mine, layer) for layer in mine.layers if layer in base.layers}

@@ -25,7 +25,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from featvis.backends.encoding import png_bytes
-from featvis.compare.sketch import Sketch
+from featvis.compare.sketch import open_sketch
 from featvis.io import write_atomic
 from featvis.render.colormaps import DIVERGING, NEUTRAL
 from featvis.render.draw import draw_scale_bar
@@ -43,7 +43,7 @@ RANGE_PERCENTILE = 99.0  # of |difference| over a layer's checkpoints and images
 
 MapKey = Tuple[str, str]  # (image stem, layer)
 # the reduced maps of a sketch file version, kept between the summaries of one sweep (small: one map per layer)
-_MAPS: "LRUCache[Tuple[str, int, int], Dict[MapKey, np.ndarray]]" = LRUCache(
+_MAPS: "LRUCache[Tuple[Tuple[str, int, int], ...], Dict[MapKey, np.ndarray]]" = LRUCache(
     maxsize=128 * 2 ** 20, getsizeof=lambda maps: sum(m.nbytes for m in maps.values()) + 1)
 
 
@@ -133,11 +133,11 @@ def _range(diffs: Sequence[np.ndarray]) -> float:
     return m if m > 0 else float(values.max())
 
 
-def _maps(path: Path) -> Dict[MapKey, np.ndarray]:
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
+def _maps(paths: Sequence[Path]) -> Dict[MapKey, np.ndarray]:
+    """Every reduced map of a job's sketch (its file, or its shards'), kept per version of the files."""
+    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
     if key not in _MAPS:
-        sketch = Sketch(path)
+        sketch = open_sketch(paths)
         found = {(s, layer): sketch.map(s, layer) for s in sketch.images for layer in sketch.layers}
         _MAPS[key] = {k: v for k, v in found.items() if v is not None}
     return _MAPS[key]

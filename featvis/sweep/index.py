@@ -84,7 +84,8 @@ def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, S
     """The index page of `<sweep dir>/summary/` for these jobs and contact sheets (files in the same folder),
     with the sweep's progress: stopped after which job, and the jobs that never ran."""
     state = state or Progress()
-    rows = [IndexRow(num=str(j.num), dir=_relative(j.dir, sweep_dir), name=j.name, status=j.status,
+    rows = [IndexRow(num=str(j.num), dir=_relative(j.dir, sweep_dir), status=j.status,
+                     name=f"{j.name} [{j.shards} shards]" if j.parts else j.name,
                      images=len(j.images), forwards=forwards_cell(j), checkpoint=str(j.checkpoint),
                      layers=str(j.layers), reduction=str(j.reduction),
                      pictures="" if j.has_pictures else NO_PICTURES, error=j.error or "") for j in jobs]
@@ -93,7 +94,8 @@ def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, S
     counts = Counter(j.status for j in jobs)
     if state.never_ran:
         counts["never ran"] = len(state.never_ran)
-    total = state.planned if state.planned is not None else len(jobs)
+    sharded = any(j.parts for j in jobs)  # the plan counts shard jobs; the page shows jobs
+    total = state.planned if state.planned is not None and not sharded else len(jobs)
     return _ENV.get_template("index.html.j2").render(
         sweep_dir=str(sweep_dir), jobs=jobs, rows=rows, total=total, counts=sorted(counts.items()),
         stopped=state.line(), never_ran=state.never_ran,

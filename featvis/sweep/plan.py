@@ -73,6 +73,8 @@ def share_key(cfg: DictConfig) -> Optional[str]:
         "cfg_options": model_options.canonical(cfg.model.cfg_options), "scale": model_options.plain(cfg.model.scale),
         "reduction": {k: v for k, v in options.items() if k not in reduction.render_only},
         "sketch": _sketch_key(getattr(cfg, "compare", None)),
+        # shards draw other images: a forward is shared among the jobs of one shard only
+        "shard": [getattr(cfg, "shard", None), getattr(cfg, "shards", 1)],
     }
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -86,6 +86,14 @@ class JobRecord:
     backends: List[str] = field(default_factory=list)
     wandb: Optional[WandbSettings] = None
     sweep_id: Optional[str] = None  # the sweep's manifest id (featvis.sweep.manifest): whose job this is
+    shard: Optional[int] = None  # which shard of its job's images this job drew (featvis.sweep.shards)
+    shards: int = 1  # how many shards its job's images were split into
+    parts: List[Path] = field(default_factory=list)  # a job merged from its shards: their folders, in shard order
+
+    @property
+    def folders(self) -> List[Path]:
+        """The folders holding the job's results: its shards', or its own."""
+        return list(self.parts) or [self.dir]
 
     def to_json(self) -> Dict[str, Any]:
         """The result file's keys (`job_dir` is the folder the job wrote it in)."""
@@ -98,6 +106,8 @@ class JobRecord:
             "model": self.model, "checkpoint": self.checkpoint, "layers": self.layers,
             "reduction": self.reduction, "backends": list(self.backends),
             "wandb": None if self.wandb is None else self.wandb.to_json(), "sweep_id": self.sweep_id,
+            "shard": self.shard, "shards": self.shards,
+            **({"parts": [str(p) for p in self.parts]} if self.parts else {}),
         }
 
     @classmethod
@@ -123,7 +133,7 @@ class JobRecord:
             model=data.get("model"),
             checkpoint=data.get("checkpoint"), layers=data.get("layers"), reduction=data.get("reduction"),
             backends=backends, wandb=WandbSettings.from_json(wandb) if isinstance(wandb, dict) else None,
-            sweep_id=data.get("sweep_id"),
+            sweep_id=data.get("sweep_id"), shard=data.get("shard"), shards=int(data.get("shards") or 1),
         )
 
     @property
@@ -184,6 +194,7 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         reduction=_safe(lambda: str(cfg.reduction.name)) or info.choices.get("reduction"),
         backends=_safe(lambda: sorted(cfg.backends.keys())) or [], wandb=wandb,
         sweep_id=_safe(lambda: manifest.read(info.sweep_dir).id) if info.sweep_dir is not None else None,
+        shard=_safe(lambda: cfg.shard), shards=_safe(lambda: int(cfg.shards)) or 1,
     )
 
 

@@ -36,6 +36,7 @@ from featvis.sweep.checkpoints import UNREADABLE, Comparison, compare_checkpoint
 from featvis.sweep.diff import CheckpointPages, write_diff_sheets
 from featvis.sweep.index import render_index
 from featvis.sweep.results import SUMMARY, JobRecord, load_results
+from featvis.sweep.shards import merge
 from featvis.sweep.sheets import SheetLayout, contact_sheet, sheet_stems
 from featvis.sweep.wandb_summary import WANDB_MARK, Strips, wandb_jobs, wandb_summary
 
@@ -55,7 +56,8 @@ def summarize(sweep_dir: Path, wandb_run: bool = False, baseline: Optional[str] 
     sweep_dir = Path(sweep_dir)
     out = sweep_dir / SUMMARY
     out.mkdir(parents=True, exist_ok=True)
-    jobs = load_results(sweep_dir)
+    records = load_results(sweep_dir)
+    jobs = merge(records)  # a sharded job's shards as one job (featvis.sweep.shards)
     wanted = wandb_run and wandb_jobs(jobs) and not (out / WANDB_MARK).exists()
     strips = Strips(out) if wanted else None  # each job's row of each sheet, for the W&B table
     sheets: Dict[str, SheetLayout] = {}
@@ -67,7 +69,7 @@ def summarize(sweep_dir: Path, wandb_run: bool = False, baseline: Optional[str] 
         if strips is not None:
             strips.add(stem, sheet.strips)
     pages = checkpoint_pages(sweep_dir, jobs, out, baseline)
-    state = manifest.progress(sweep_dir, [j.num for j in jobs])
+    state = manifest.progress(sweep_dir, [r.num for r in records])
     write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(sweep_dir, jobs, sheets, pages, state), indent=2))
     write_atomic(out / INDEX_FILE, render_index(sweep_dir, jobs, sheets, pages, state))
     if strips is not None:
@@ -139,7 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = summarize(args.sweep_dir, baseline=args.baseline)
     if args.wandb:
         wandb_summary(args.sweep_dir, once=False, baseline=args.baseline)
-    n = len(load_results(args.sweep_dir))
+    n = len(merge(load_results(args.sweep_dir)))
     stopped = manifest.progress(args.sweep_dir, []).line()
     print(f"{n} job(s) summarized{f' (the sweep was {stopped})' if stopped else ''}: {out / INDEX_FILE}")
     return 0

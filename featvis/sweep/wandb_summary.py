@@ -32,6 +32,7 @@ from featvis.render.cka_table import cka_heatmap
 from featvis.sweep.checkpoints import Comparison, compare_checkpoints
 from featvis.sweep.diff import diff_file
 from featvis.sweep.results import SUMMARY, JobRecord, WandbSettings, load_results
+from featvis.sweep.shards import merge
 from featvis.sweep.sheets import contact_sheet, sheet_stems
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def wandb_summary(sweep_dir: Path, jobs: Optional[List[JobRecord]] = None, once:
     first caller in the sweep creates it.
     """
     sweep_dir = Path(sweep_dir)
-    jobs = load_results(sweep_dir) if jobs is None else jobs
+    jobs = merge(load_results(sweep_dir)) if jobs is None else jobs
     with_wandb = wandb_jobs(jobs)
     if not with_wandb:
         return None
