@@ -13,6 +13,7 @@ log, never to stderr.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -64,6 +65,8 @@ def job(cfg: DictConfig) -> None:
     if info.sweep_dir is not None:
         outcome.started(info.sweep_dir)  # when OutputLock is not among the callbacks
         manifest.register(info.sweep_dir, info.num or 0, info.output_dir, info.overrides)  # the summary reads it
+        if _done_before(info):
+            return
     result, error = None, None
     try:
         config = validate(cfg)  # the one conversion: typed dataclasses from here on
@@ -95,6 +98,26 @@ def job(cfg: DictConfig) -> None:
     finally:
         if info.sweep_dir is not None:  # every multirun job, ok or failed: read by featvis.sweep.summary
             _write_result(cfg, info, result, error)
+
+
+def _done_before(info) -> bool:
+    """A job of a sweep launched again (featvis.sweep.manifest.resume) that ended ok the first time: kept, not
+    run again. Its result file says ok for this sweep and its results folder is there."""
+    this = manifest.read(info.sweep_dir)
+    if this is None or this.launches < 2:
+        return False
+    from featvis.sweep.results import RESULT_FILE  # noqa: PLC0415 - lazy: sweeps only (mmengine, ~2 s)
+
+    try:
+        record = json.loads((info.output_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("status") != "ok" or record.get("sweep_id") != this.id:
+        return False
+    if not (info.output_dir / RESULTS_DIR).is_dir():
+        return False
+    log.info("featvis: %s was drawn by an earlier launch of this sweep (%s): kept", info.name, info.output_dir)
+    return True
 
 
 def _write_result(cfg: DictConfig, info, result, error) -> None:

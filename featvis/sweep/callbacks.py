@@ -19,6 +19,7 @@ runner, which would turn an Exception into a warning, to featvis.cli.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, List, Optional
@@ -50,13 +51,22 @@ class OutputLock(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         key = output_folder.SWEEP_KEY
+        jobs = _planned_jobs(config)
         try:
+            again = manifest.same_sweep(sweep_dir, jobs)  # the same sweep launched again: finish it
             if not (sweep_dir / output_folder.LOCK_FILE).exists():  # refused without leaving a lock file there
                 output_folder.refuse_system_folder(sweep_dir, key)
-                manifest.refuse_used(sweep_dir, key)
+                if not again:
+                    manifest.refuse_used(sweep_dir, key)
             self._take(sweep_dir, key)  # a folder another sweep holds: that error first
-            manifest.refuse_used(sweep_dir, key)
-            manifest.start(sweep_dir, _planned_jobs(config))
+            resumed = manifest.resume(sweep_dir, jobs) if again else None
+            if resumed is None:
+                manifest.refuse_used(sweep_dir, key)
+                manifest.start(sweep_dir, jobs)
+            else:
+                _forget_unfinished(sweep_dir)
+                log.info("featvis: launch %d of the sweep in %s: its jobs that ended ok are kept", resumed.launches,
+                         sweep_dir)
         except FeatvisError as err:
             self._let_go()
             raise output_folder.Abort(err) from err
@@ -75,6 +85,23 @@ class OutputLock(Callback):
         if self._held is not None:
             output_folder.release(self._held)
             self._held = None
+
+
+def _forget_unfinished(sweep_dir: Path) -> None:
+    """A sweep launched again: the result files of its jobs that did not end ok go (those jobs run again),
+    so the summary counts the sweep done only when they are."""
+    from featvis.sweep.results import RESULT_FILE  # noqa: PLC0415 (lazy: mmengine)
+
+    for _, folder in manifest.job_dirs(sweep_dir):
+        path = folder / RESULT_FILE
+        try:
+            if json.loads(path.read_text()).get("status") == "ok":
+                continue
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            pass
+        path.unlink(missing_ok=True)
 
 
 def _planned_jobs(config: DictConfig) -> Optional[List[List[str]]]:

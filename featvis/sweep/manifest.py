@@ -14,7 +14,9 @@ pictures, and `hydra.sweep.dir=/` walked the whole file system. Now:
   accepted only when it carries this sweep's id. No search below the folder. A folder written
   before manifests existed is read one level deep (`<sweep>/<job>/featvis_result.json`);
 - `interrupted(...)` notes, when Ctrl-C or a signal stops the sweep, after which job; the summary
-  then says so and lists the jobs that never ran (`never_ran`).
+  then says so and lists the jobs that never ran (`never_ran`);
+- `resume(...)`: the same sweep (the same job list) launched again into its folder finishes it:
+  its jobs that ended ok are kept and not run again (featvis.cli), the others run anew.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Manifest:
     started: float
     jobs: Optional[List[List[str]]] = None  # each job's overrides, in job order; None: the sweeper's own
     interrupted: Optional[Dict[str, Any]] = None  # {"how": "interrupted", "after": jobs that had started}
+    launches: int = 1  # how many times the sweep was launched into its folder (resume: the same jobs again)
 
     @property
     def planned(self) -> Optional[int]:
@@ -64,6 +67,30 @@ def refuse_used(sweep_dir: Path, key: str) -> None:
                       "or remove what is there")
 
 
+def same_sweep(sweep_dir: Path, jobs: Optional[List[List[str]]]) -> bool:
+    """Whether `sweep_dir` holds a sweep with this job list (known: Hydra's basic sweeper)."""
+    old = read(sweep_dir)
+    return (old is not None and jobs is not None and old.jobs is not None
+            and [list(j) for j in old.jobs] == [list(j) for j in jobs])
+
+
+def resume(sweep_dir: Path, jobs: Optional[List[List[str]]]) -> Optional[Manifest]:
+    """The manifest of the same sweep launched into `sweep_dir` before (the same jobs, in the same order),
+    marked as launched again; None when the folder holds no such sweep (then `refuse_used` decides).
+
+    Only a sweep whose job list is known (Hydra's basic sweeper) can be recognised: with another
+    sweeper a folder in use is refused as before.
+    """
+    if not same_sweep(sweep_dir, jobs):
+        return None
+    old = read(sweep_dir)
+    assert old is not None
+    old.interrupted = None
+    old.launches += 1
+    write(sweep_dir, old)
+    return old
+
+
 def start(sweep_dir: Path, jobs: Optional[List[List[str]]]) -> Manifest:
     """The manifest of the sweep that starts now in `sweep_dir` (refused if the folder is in use)."""
     manifest = Manifest(id=uuid.uuid4().hex, started=time.time(), jobs=jobs)
@@ -80,7 +107,7 @@ def read(sweep_dir: Path) -> Optional[Manifest]:
     try:
         data = json.loads((Path(sweep_dir) / MANIFEST).read_text())
         return Manifest(id=str(data["id"]), started=float(data.get("started") or 0.0), jobs=data.get("jobs"),
-                        interrupted=data.get("interrupted"))
+                        interrupted=data.get("interrupted"), launches=int(data.get("launches") or 1))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
