@@ -220,3 +220,16 @@ def test_a_failed_shard_fails_its_job_and_the_sweep(split):
     (job,) = _summary(sweep)["jobs"]
     assert job["status"] == "failed" and job["error"].startswith("shard 1 of 3: "), job["error"]
     assert [line for line in proc.stderr.splitlines() if "shard=1" in line], proc.stderr
+
+
+def test_a_job_takes_its_threads_and_gives_them_back(tmp_path, monkeypatch):
+    from featvis.pipeline import job as pipeline
+    from tests.helpers import DEMO_IMAGE, job_config
+
+    real, seen = torch.set_num_threads, []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n) or real(n))
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    pipeline.run(job_config(f"threads={wanted}", f"image={DEMO_IMAGE}", "backends=[local]"),
+                 JobInfo(output_dir=tmp_path))
+    assert seen == [wanted, before] and torch.get_num_threads() == before

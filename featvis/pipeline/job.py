@@ -54,12 +54,13 @@ def run(cfg: Config, job: JobInfo) -> JobResult:
     The model's CPU threads are the job's own while it runs (`threads`, or the cores a parallel
     launcher leaves each job), and put back after it.
     """
-    running = _running_at_once(job)
-    threads = cfg.threads or (shards.threads(shards.machine_cpus(), running) if running > 1 else None)
-    before = torch.get_num_threads()
-    if threads is not None and threads != before:
+    running, cpus, before = _running_at_once(job), shards.machine_cpus(), torch.get_num_threads()
+    threads = cfg.threads or shards.threads(cpus, running)  # a Slurm task's cores, or the machine's share
+    if cfg.threads is None and running == 1 and before <= cpus:
+        threads = before  # torch's own choice, within what the process may use
+    if threads != before:
         log.info("%d CPU threads for the model (%s)", threads, "threads" if cfg.threads else
-                 f"{running} jobs of the sweep at once on {shards.machine_cpus()} cores")
+                 f"{running} job(s) of the sweep at once on {cpus} cores")
         torch.set_num_threads(threads)
     if cfg.device == "auto" and running > 1 and torch.cuda.device_count() > 1 and job.num is not None:
         cfg = dataclasses.replace(cfg, device=f"cuda:{job.num % torch.cuda.device_count()}")  # jobs side by side
