@@ -78,7 +78,8 @@ def main() -> None:
     print(f"{args.images} images, {args.model}, {cpus} cores, {args.rounds} rounds (medians):")
     print(f"  (a) one job          {med['one']:7.2f} s  ({own:.2f} s per image after the first)")
     print(f"  (b) {args.shards} shards, joblib  {med['shards']:7.2f} s  {result['shards_vs_one']:.2f}x of (a)")
-    print(f"  (c) {args.shards} shards, {cpus} threads each {med['crowded']:7.2f} s  {result['crowded_vs_one']:.2f}x of (a)")
+    crowded = f"({args.shards} shards, {cpus} threads each)"
+    print(f"  (c) {crowded} {med['crowded']:7.2f} s  {result['crowded_vs_one']:.2f}x of (a)")
     print(f"  one-image job        {med['single']:7.2f} s  (start-up, model build)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -71,9 +71,11 @@ def test_nested_and_dotted_forms_from_the_command_line_are_the_same_options():
     assert cfg.test_pipeline[1]["scale"] == (8, 8) and cfg.model.test_cfg.mode == "whole"
     # a model's source keeps them as a dict (flattened), and tells sources apart by their canonical string
     a = ModelSource.resolve(DEMO, DEMO_CKPT, nested.model.cfg_options)
-    b = ModelSource.resolve(DEMO, DEMO_CKPT, {"model": {"test_cfg": {"mode": "whole"}}, "test_pipeline.1.scale": [8, 8]})
+    b = ModelSource.resolve(DEMO, DEMO_CKPT, {"model": {"test_cfg": {"mode": "whole"}},
+                                              "test_pipeline.1.scale": [8, 8]})
     assert a.cfg_options == {"model.test_cfg.mode": "whole", "test_pipeline.1.scale": [8, 8]}
-    assert a == b and hash(a) == hash(b) and a != ModelSource.resolve(DEMO, DEMO_CKPT, {"model.test_cfg.mode": "slide"})
+    other = ModelSource.resolve(DEMO, DEMO_CKPT, {"model.test_cfg.mode": "slide"})
+    assert a == b and hash(a) == hash(b) and a != other
 
 
 def test_a_misspelt_key_fails_in_one_line_naming_the_closest_key(tmp_path):
