@@ -24,26 +24,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_sweep import make_images  # noqa: E402
-
-
-def timed(args: list, env: dict) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"bench_shards: `run.py {' '.join(args)}` failed: {proc.stderr.strip()[-500:]}")
-    return elapsed
+from bench_sweep import make_images, timed  # noqa: E402
 
 
 def main() -> None:

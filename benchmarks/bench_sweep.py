@@ -54,7 +54,7 @@ def timed(args: list, env: dict) -> float:
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"bench_sweep: `run.py {' '.join(args)}` failed: {proc.stderr.strip()[-500:]}")
+        sys.exit(f"{Path(sys.argv[0]).stem}: `run.py {' '.join(args)}` failed: {proc.stderr.strip()[-500:]}")
     return elapsed
 
 
