@@ -228,7 +228,8 @@ def _compare_group(group: Group) -> List[Similarity]:
     out: List[Similarity] = []
     for job in group.jobs:
         path = group.sketches[job.dir]
-        keys = {layer: (_stat(base_path), _stat(path), layer) for layer in group.layers}
+        stamps = (file_stamps(base_path), file_stamps(path))  # once per job, not per layer
+        keys = {layer: (*stamps, layer) for layer in group.layers}
         other: Optional[AnySketch] = None
         for layer in group.layers:
             if keys[layer] not in _PAIRS:
@@ -244,7 +245,8 @@ def _compare_group(group: Group) -> List[Similarity]:
     return out
 
 
-def _stat(paths: Sequence[Path]) -> Tuple[Stat, ...]:
+def file_stamps(paths: Sequence[Path]) -> Tuple[Stat, ...]:
+    """(path, mtime_ns, size) of each file: one version of a job's sketch files, for the caches."""
     found = []
     for path in paths:
         st = path.stat()

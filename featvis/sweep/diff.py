@@ -31,7 +31,7 @@ from featvis.render.colormaps import DIVERGING, NEUTRAL
 from featvis.render.draw import draw_scale_bar
 from featvis.render.heatmap import colorize
 from featvis.render.scales import Scale, format_number, make_scale
-from featvis.sweep.checkpoints import Comparison
+from featvis.sweep.checkpoints import Comparison, file_stamps
 
 TILE_H = 128  # height of each difference map
 LABEL_W = 200  # the layer-name column
@@ -135,7 +135,7 @@ def _range(diffs: Sequence[np.ndarray]) -> float:
 
 def _maps(paths: Sequence[Path]) -> Dict[MapKey, np.ndarray]:
     """Every reduced map of a job's sketch (its file, or its shards'), kept per version of the files."""
-    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    key = file_stamps(paths)
     if key not in _MAPS:
         sketch = open_sketch(paths)
         found = {(s, layer): sketch.map(s, layer) for s in sketch.images for layer in sketch.layers}
