@@ -71,6 +71,11 @@ class FeatvisBackend(BaseVisBackend):
     def start(self) -> None:
         """Begin slow set-up (opening a run) in the background; by default nothing to do."""
 
+    def resume(self, steps: int) -> None:
+        """The job goes on from an earlier launch that logged steps 0..steps-1 completely (its pieces,
+        featvis.pipeline.resume) into this backend's folder: drop what it logged after them. By default
+        nothing to do (a backend that opens a new run each launch, W&B, holds only this launch's steps)."""
+
     @abstractmethod
     def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
         """Record one picture of input image `image_id`; `encoded` holds its shared encodings

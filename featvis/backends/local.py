@@ -22,6 +22,8 @@ from featvis.backends.base import FeatvisBackend, RunInfo
 from featvis.backends.encoding import PNG, Encoded, PictureFormat, write_picture
 from featvis.render.panel import Panel
 
+SCALARS = "scalars.jsonl"
+
 
 def panel_file(root: Path, image_id: str, panel: str, suffix: str = PNG.suffix) -> Path:
     """Where the local backend writes picture `panel` of image `image_id` under its folder `root`.
@@ -54,6 +56,23 @@ class FeatvisLocalVisBackend(FeatvisBackend):
         data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         (self._root / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
+    def resume(self, steps: int) -> None:
+        """Keep the scalars of steps below `steps` (an earlier launch's whole images); their pictures stay,
+        the next ones are written again."""
+        path = self._root / SCALARS
+        try:
+            lines = path.read_text().splitlines(keepends=True)
+        except FileNotFoundError:
+            return
+        kept = []
+        for line in lines:
+            try:
+                if line.endswith("\n") and json.loads(line).get("step", steps) < steps:
+                    kept.append(line)
+            except ValueError:  # a line cut short by the kill
+                continue
+        path.write_text("".join(kept))
+
     @force_init_env
     def add_panel(self, panel: Panel, step: int, image_id: str, encoded: Encoded) -> None:
         fmt = self.picture_format
@@ -68,5 +87,5 @@ class FeatvisLocalVisBackend(FeatvisBackend):
     @force_init_env
     def add_scalars(self, scalar_dict: dict, step: int = 0, file_path: Optional[str] = None,
                     **kwargs: Any) -> None:
-        with open(self._root / "scalars.jsonl", "a") as f:
+        with open(self._root / SCALARS, "a") as f:
             f.write(json.dumps({"step": step, **scalar_dict}) + "\n")

@@ -114,6 +114,11 @@ class FeatureVisualizer:
         for backend in self.backends.values():
             backend.start()
 
+    def resume(self, steps: int) -> None:
+        """Going on from an earlier launch's first `steps` images (featvis.pipeline.resume)."""
+        for backend in self.backends.values():
+            backend.resume(steps)
+
     def add_config(self, config: Mapping[str, Any]) -> None:
         as_mmengine = Config(dict(config))
         for backend in self.backends.values():

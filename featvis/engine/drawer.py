@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from featvis.backends.encoding import workers
 from featvis.backends.visualizer import FeatureVisualizer
@@ -32,15 +32,22 @@ class Drawer:
     stops (an error, Ctrl-C, SIGTERM), what is still queued is dropped, not drawn, and the
     worker is waited for before the backends close.
     With normalize.mode=shared the colour range of a layer depends on every image, so
-    the (small, reduced) maps of all images are kept and drawn when the last one is in.
+    the (small, reduced) maps of all images are kept and drawn when the last one is in,
+    unless the ranges over the run are given (`ranges`: the shards of a job, which fitted
+    them over the whole split first).
     """
 
     def __init__(self, style: DrawStyle, visualizer: FeatureVisualizer, result: JobResult,
-                 depth: Optional[int] = None) -> None:
+                 depth: Optional[int] = None, ranges: Optional[Dict[str, SharedRange]] = None,
+                 logged: Optional[Callable[[str, List[str]], None]] = None) -> None:
         self.style, self.visualizer, self.result = style, visualizer, result
+        self.logged = logged  # called with (image, its panel names) once its pictures are in every backend
         self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
         self.shared: Optional[Dict[str, SharedRange]] = (
             {} if style.scale.mode == "shared" else None)  # layer -> its range over the run
+        self._known = ranges is not None  # the ranges over the run are given (shards): nothing to hold
+        if ranges is not None and self.shared is not None:
+            self.shared = dict(ranges)
         self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
         self._pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="featvis-draw")
         self._queue: "queue.Queue[Optional[Tuple[Recorded, Future]]]" = queue.Queue(
@@ -55,14 +62,11 @@ class Drawer:
 
     def submit(self, recorded: Recorded) -> None:
         self._raise_worker_error()
-        if self.shared is None:
+        if self.shared is None or self._known:
             self._queue.put(self._start(recorded))
             return
         self._held.append(recorded)
-        for layer, per_item in recorded.maps.items():
-            ranges = self.shared.setdefault(layer, SharedRange())
-            for m in per_item[0].maps:
-                ranges.update(crop_valid(m, recorded.sample.metainfo))
+        observe_ranges(self.shared, recorded)
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self._stop = exc_type is not None
@@ -116,7 +120,17 @@ class Drawer:
             self.visualizer.add_scalars(scalars, step=step)
         self.result.images.append(stem)
         self.result.panels[stem] = [panel.name for panel in panels]
+        if self.logged is not None:
+            self.logged(stem, self.result.panels[stem])
         log.info("[%d] %s: %d pictures", step + 1, stem, len(panels))
+
+
+def observe_ranges(ranges: Dict[str, SharedRange], recorded: Recorded) -> None:
+    """Take an image's maps into each layer's range over the run (normalize.mode=shared); padding left out."""
+    for layer, per_item in recorded.maps.items():
+        shared = ranges.setdefault(layer, SharedRange())
+        for m in per_item[0].maps:
+            shared.update(crop_valid(m, recorded.sample.metainfo))
 
 
 def stats_scalars(maps: Dict[str, List[Reduced]]) -> Dict[str, float]:

@@ -37,6 +37,7 @@ from featvis.backends.visualizer import FeatureVisualizer
 from featvis.compare.layers import LayerSimilarity, write_csv
 from featvis.compare.sketch import SketchWriter, positions
 from featvis.config.job import JobInfo
+from featvis.pipeline.resume import Done, Pieces
 from featvis.record.recorded import Recorded
 from featvis.reduce.base import Reduction
 from featvis.render.align import crop_valid
@@ -79,6 +80,7 @@ class JobSketches:
         self.job: Optional[JobInfo] = None  # in a sweep: the job's CKA against a baseline that ran first
         self.baseline: Optional[str] = None  # compare.baseline
         self.num: Optional[int] = None  # Hydra's job number
+        self.pieces: Optional[Pieces] = None  # a sweep job: each image's sketch kept for a later launch (resume)
 
     @classmethod
     def for_job(cls, cfg: Any, job: JobInfo, reduction: Reduction, staging: Path) -> "JobSketches":
@@ -125,6 +127,7 @@ class JobSketches:
             return recorded
         stem = recorded.item.sample.stem
         features: Dict[str, np.ndarray] = {}
+        arrays: Dict[str, np.ndarray] = {}  # the image's piece (resume)
         for layer, per_item in recorded.maps.items():
             reduced = per_item[0] if per_item else None
             if reduced is None or reduced.sketch is None:
@@ -133,9 +136,28 @@ class JobSketches:
             first = crop_valid(reduced.maps[0], recorded.sample.metainfo) if reduced.maps.shape[0] else None
             self.writer.add(stem, layer, reduced.sketch, first)
             features[layer] = reduced.sketch
+            arrays[f"feat/{layer}"] = reduced.sketch
+            if first is not None:
+                arrays[f"map/{layer}"] = first
         if self.similarity is not None and features:
             self.similarity.add(features)
+        if self.pieces is not None:
+            self.pieces.sketch(stem, arrays)
         return recorded
+
+    def restore(self, done: Done) -> None:
+        """An image an earlier launch of the job drew (featvis.pipeline.resume): its sketch as if drawn now."""
+        if self.writer is None:
+            return
+        features: Dict[str, np.ndarray] = {}
+        for key, array in done.sketch.items():
+            kind, layer = key.split("/", 1)
+            if kind == "feat":
+                features[layer] = array
+        for layer, array in features.items():
+            self.writer.add(done.stem, layer, array, done.sketch.get(f"map/{layer}"))
+        if self.similarity is not None and features:
+            self.similarity.add(features)
 
     def finish(self, visualizer: FeatureVisualizer, step: int) -> None:
         """Close the sketch file in the staging folder; with layer_similarity, write and log the matrix."""
