@@ -28,7 +28,7 @@ from featvis.config import bounded, choices, confined, data_only, output_folder
 from featvis.config.job import from_hydra
 from featvis.config.schema import Mode, register_configs, validate
 from featvis.engine.result import RESULTS_DIR
-from featvis.errors import FeatvisError
+from featvis.errors import FeatvisError, FittedOnlyError
 from featvis.signals import describe, exit_code, handle_termination, received
 from featvis.sweep import manifest, outcome, shards
 
@@ -88,7 +88,10 @@ def job(cfg: DictConfig) -> None:
             raise
         # kept in the job's own log file; with FEATVIS_DEBUG the traceback too, as remote
         # launchers (Ray, submitit) lose it on the way back to the sweep's process
-        log.error("featvis: error: %s", one_line(err), exc_info=debug())
+        if isinstance(err, FittedOnlyError):  # not an error: a shard that waits for the others' fits
+            log.info("featvis: %s", one_line(err))
+        else:
+            log.error("featvis: error: %s", one_line(err), exc_info=debug())
         if debug():
             raise
         if info.sweep_dir is not None:

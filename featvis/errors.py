@@ -43,6 +43,13 @@ class SkippedImagesError(FeatvisError):
         self.result = result  # what the job did with the other images (a JobResult), for its result file
 
 
+class FittedOnlyError(FeatvisError):
+    """A shard fitted its slice's part of a colour scale over the whole split and drew nothing yet: the
+    other shards' parts are not all in (featvis.pipeline.fits). Launching the same sweep again draws."""
+
+    exit_code = 4  # not failed, not done: launch the same sweep again
+
+
 class ReductionError(FeatvisError):
     """A reduction cannot be applied: a missing option, or a layer it does not fit."""
 

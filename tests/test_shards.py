@@ -49,10 +49,10 @@ def test_a_single_run_with_shards_says_how_to_shard():
     with pytest.raises(ConfigError, match="no shard"):
         shards.check(validate(compose_cfg("shards=3")), multirun=True)
     shards.check(validate(compose_cfg("shards=3", "shard=2")), multirun=True)
-    for bad, words in [("shard=3", "between 0 and shards-1=2"), ("shards=0", "between 1 and"),
-                       ("normalize.mode=shared", "normalize.mode=shared"), ("threads=0", "threads=0")]:
+    for bad, words in [("shard=3", "between 0 and shards-1=2"), ("shards=0", "between 1 and"), ("threads=0", "threads=0")]:
         with pytest.raises(ConfigError, match=words):
             validate(compose_cfg("shards=3", bad))
+    validate(compose_cfg("shards=3", "normalize.mode=shared"))  # fitted part by part (featvis.pipeline.fits)
 
 
 def test_jobs_side_by_side_split_the_cores():
@@ -115,6 +115,29 @@ def test_sharded_sketches_give_the_unsharded_numbers_exactly(tmp_path):
     assert parts["a"].images == stems
     one, merged = pair_numbers(whole["a"], whole["b"], "layer"), pair_numbers(parts["a"], parts["b"], "layer")
     assert abs(one[0] - merged[0]) < 1e-9 and abs(one[1] - merged[1]) < 1e-9
+
+
+def test_parts_of_a_scale_merge_into_the_whole_ones():
+    from featvis.reduce.pca_basis import PcaBasis
+    from featvis.render.scales import SharedRange
+
+    rng = np.random.default_rng(1)
+    maps = [torch.from_numpy(rng.normal(size=(6, 9, 11)).astype(np.float32) + i) for i in range(5)]
+    whole, parts = PcaBasis(), [PcaBasis(), PcaBasis()]
+    ranges, range_parts = SharedRange(), [SharedRange(), SharedRange()]
+    for i, m in enumerate(maps):
+        whole.update(m)
+        parts[i >= 2].update(m)
+        ranges.update(m)
+        range_parts[i >= 2].update(m)
+    merged, merged_range = PcaBasis(), SharedRange()
+    for part, range_part in zip(parts, range_parts):
+        merged.merge(part.state())
+        merged_range.merge(range_part.state())
+    assert merged.count == whole.count
+    assert np.allclose(merged.state()["scatter"], whole.state()["scatter"], rtol=0, atol=1e-9)
+    assert torch.allclose(merged.fit().components, whole.fit().components, atol=1e-9)
+    assert merged_range.range() == ranges.range() and merged_range.count == ranges.count
 
 
 # --- end to end: 12 images, 2 checkpoints, 3 shards, against the unsharded sweep ---
@@ -186,20 +209,70 @@ def test_a_stopped_sharded_sweep_launched_again_draws_only_what_is_missing(split
     sweep = split["root"] / "resumed"
     args = [*split["args"], "shards=3", f"hydra.sweep.dir={sweep}"]
     first = start_cli(*args)
-    wait_for(first, lambda: any((sweep / "3").glob("featvis.partial/local/*/input.png")),
-             "the fourth shard job's first picture")
+    pieces = sweep / "3" / "featvis.partial" / ".pieces"
+    wait_for(first, lambda: (pieces / "0.json").exists(), "the fourth shard job's first whole image")
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 130, err
     done = {n for n in range(6) if (sweep / str(n) / RESULT_FILE).exists()
             and json.loads((sweep / str(n) / RESULT_FILE).read_text())["status"] == "ok"}
     assert {0, 1, 2} <= done and 5 not in done  # stopped in the fourth job (or just after it)
+    staged = sweep / "3" / "featvis.partial" / "local"
+    whole = sorted(int(p.stem) for p in pieces.glob("*.json") if p.stem.isdigit()) if 3 not in done else []
+    assert whole == list(range(len(whole)))  # pieces of the images drawn in order, nothing else
+    kept_files = {p: p.stat().st_mtime_ns for i in whole for p in (staged / f"im_{i:02d}").glob("**/*.png")}
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
-    kept = [n for n in range(6) if "earlier launch of this sweep" in _job_log(sweep / str(n))]
+    kept = [n for n in range(6) if "drawn by an earlier launch of this sweep (" in _job_log(sweep / str(n))]
     assert kept == sorted(done)
+    if whole:  # the stopped shard draws only its images that were not whole
+        assert f"{len(whole)} of 4 images were drawn by an earlier launch of this sweep" in _job_log(sweep / "3")
+        record = json.loads((sweep / "3" / RESULT_FILE).read_text())
+        assert record["forwards"] == 4 - len(whole) and len(record["images"]) == 4
+        moved = {sweep / "3" / "featvis" / p.relative_to(sweep / "3" / "featvis.partial"): t
+                 for p, t in kept_files.items()}
+        assert kept_files and all(p.stat().st_mtime_ns == t for p, t in moved.items())  # not drawn again
+        assert not (sweep / "3" / "featvis" / ".pieces").exists()
+        lines = [json.loads(line) for line in (sweep / "3" / "featvis" / "local" / "scalars.jsonl").open()]
+        stats = [line["step"] for line in lines if any(key.startswith("stats/") for key in line)]
+        assert stats == [0, 1, 2, 3]  # the earlier launch's whole images' lines kept, nothing twice
     summary = _assert_same_as_unsharded(sweep, split)
     assert summary["stopped"] is None
+
+
+@pytest.mark.parametrize("scale", [["normalize.mode=shared"], ["reduction=pca_rgb", "reduction.shared_basis=true"]],
+                         ids=["shared_range", "pca_shared_basis"])
+def test_a_scale_over_the_whole_split_is_fitted_by_the_shards_then_drawn(split, scale):
+    base = ["-m", f"model.checkpoint={CHECKPOINT}", "layers=backbone", f"image={split['images']}", "gt_mask=null",
+            "backends=[local]", *scale]
+    tag = "pca" if "pca" in scale[0] else "range"
+    whole = split["root"] / f"whole_{tag}"
+    assert run_cli(*base, f"hydra.sweep.dir={whole}").returncode == 0
+    sweep = split["root"] / f"sharded_{tag}"
+    args = [*base, "shards=3", f"hydra.sweep.dir={sweep}"]
+    first = run_cli(*args)  # the basic launcher: shards 0 and 1 fit and wait, shard 2 finds every part and draws
+    assert first.returncode == 4, first.stderr
+    waiting = [line for line in first.stderr.splitlines() if "launch the same sweep again" in line]
+    assert len(waiting) == 2 and not [line for line in first.stderr.splitlines() if "error" in line], first.stderr
+    (job,) = _summary(sweep)["jobs"]
+    assert job["status"] == "incomplete" and "launch the same sweep again" in job["error"]
+    assert sorted(p.name for p in (sweep / "featvis_fits").glob("*/*.npz")) == ["0.npz", "1.npz", "2.npz"]
+    assert not (sweep / "0" / "featvis").exists() and (sweep / "2" / "featvis").is_dir()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    (job,) = _summary(sweep)["jobs"]
+    assert job["status"] == "ok" and job["images"] == [f"im_{i:02d}" for i in range(N_IMAGES)]
+    largest = 0
+    for n, stem in enumerate(job["images"]):
+        mine = sweep / str(n // 4) / "featvis" / "local" / stem
+        theirs = whole / "0" / "featvis" / "local" / stem
+        files = sorted(p.relative_to(theirs) for p in theirs.glob("featmap/*.png"))
+        assert len(files) == 4
+        for rel in files:
+            a, b = cv2.imread(str(mine / rel)), cv2.imread(str(theirs / rel))
+            largest = max(largest, int(np.abs(a.astype(int) - b.astype(int)).max()))
+    # min and max merge exactly; the basis's moments merge to float64 rounding, which may move a colour by 1
+    assert largest == 0 if tag == "range" else largest <= 1, largest
 
 
 def _job_log(folder: Path) -> str:

@@ -295,14 +295,6 @@ def _check_shards(cfg: DictConfig) -> None:
         raise ConfigError(f"shard={cfg.shard} must be between 0 and shards-1={cfg.shards - 1}; `-m shards=N` sets it")
     if cfg.threads is not None and not 1 <= cfg.threads <= 4096:
         raise ConfigError(f"threads={cfg.threads} must be at least 1 (CPU threads for the model), or null")
-    if cfg.shards > 1:
-        if cfg.normalize.mode == NormalizeMode.shared:
-            raise ConfigError("normalize.mode=shared takes one range over all of a job's images, which shards "
-                              "cannot share yet: use normalize.mode=per_map, fixed or percentile with shards, "
-                              "or shards=1")
-        if getattr(cfg.reduction, "shared_basis", False):
-            raise ConfigError("reduction.shared_basis=true fits one basis over all of a job's images, which "
-                              "shards cannot share yet: use reduction.shared_basis=false with shards, or shards=1")
 
 
 def resolve_auto(cfg: DictConfig) -> None:

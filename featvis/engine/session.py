@@ -266,6 +266,12 @@ class Session:
         first_pass(self.reduction, self.loaded, self._record_with, items)
         self._fitted = True
 
+    def fit_on(self, observed: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) -> None:
+        """Fit the first-pass reduction on what several first passes observed (`reduction.observed()` of
+        each: a job's shards, each over its own images) instead of on images of its own."""
+        self.reduction.fit_on(observed)
+        self._fitted = True
+
     def panels(self, recorded: Recorded, shared: Optional[Dict[str, SharedRange]] = None) -> List[Panel]:
         """One recorded image's pictures, exactly as the command line draws them."""
         return make_panels(self.style, recorded, self.warned, shared)

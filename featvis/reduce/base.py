@@ -25,7 +25,7 @@ be cheap and keep no reference to `feat`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, FrozenSet, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
@@ -98,6 +98,15 @@ class Reduction(ABC):
 
     def fit(self) -> None:
         """Between the passes (needs_first_pass): fit what `observe` took in."""
+        raise NotImplementedError(f"reduction {self.name} has no first pass")
+
+    def observed(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """What `observe` took in, per layer, as plain arrays (the shards of a job each observe their own
+        images; each then fits on all of them with `fit_on`)."""
+        raise NotImplementedError(f"reduction {self.name} has no first pass")
+
+    def fit_on(self, observed: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) -> None:
+        """Fit on what several passes observed (their `observed()`), instead of on what this one did."""
         raise NotImplementedError(f"reduction {self.name} has no first pass")
 
     def run_model(self, image_bgr: np.ndarray, layers: Sequence[Any]) -> ModelPass:

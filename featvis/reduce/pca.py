@@ -7,8 +7,9 @@ fitting maths is in featvis.reduce.pca_basis.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +54,19 @@ class PcaRgb(Reduction):
     def fit(self) -> None:
         if self.bases is None:
             return super().fit()
+        self.bases.fit()
+
+    def observed(self) -> Dict[str, Dict[str, np.ndarray]]:
+        if self.bases is None:
+            return super().observed()
+        return self.bases.state()
+
+    def fit_on(self, observed: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) -> None:
+        if self.bases is None:
+            return super().fit_on(observed)
+        self.bases = PcaBases(max_pixels=self.max_pixels, exact_channels=self.exact_channels)
+        for part in observed:
+            self.bases.merge(part)
         self.bases.fit()
 
     def apply(self, feat: torch.Tensor, layer: str) -> Reduced:

@@ -15,8 +15,9 @@ largest-magnitude loading is positive.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 
 from featvis.errors import ReductionError
@@ -192,7 +193,13 @@ class PcaBasis:
         mean = x.double().mean(dim=0)
         xc = x - mean.float()
         scatter = (xc.t() @ xc).double().cpu()  # float32 product of centred pixels: fast, and exact enough
-        mean = mean.cpu()
+        self._merge(n, mean.cpu(), scatter)
+
+    def _merge(self, n: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
+        """Take in the moments of n more pixels (Chan et al.'s parallel formula)."""
+        if self._mean is not None and mean.shape[0] != self._mean.shape[0]:
+            raise ReductionError(f"pca_rgb shared basis: moments of {mean.shape[0]} channels were added to a "
+                                 f"basis of {self._mean.shape[0]} channels; keep one basis per layer")
         if self._mean is None:
             self.count, self._mean, self._scatter = n, mean, scatter
         else:
@@ -202,6 +209,20 @@ class PcaBasis:
             self._mean = self._mean + delta * (n / total)
             self.count = total
         self.fitted = None  # a refit is needed
+
+    def state(self) -> Dict[str, np.ndarray]:
+        """The moments taken in so far, as plain arrays (for another process to `merge`)."""
+        if self._mean is None or self._scatter is None:
+            return {"count": np.array(0, np.int64)}
+        return {"count": np.array(self.count, np.int64), "mean": self._mean.numpy(),
+                "scatter": self._scatter.numpy()}
+
+    def merge(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take in another basis's `state` (the pixels of other images): the fit is the PCA of both."""
+        n = int(state["count"])
+        if n > 0:
+            self._merge(n, torch.from_numpy(np.asarray(state["mean"], np.float64)),
+                        torch.from_numpy(np.asarray(state["scatter"], np.float64)))
 
     def fit(self) -> PcaFit:
         """The components of everything added so far (also kept as `self.fitted`)."""
@@ -244,6 +265,17 @@ class PcaBases(dict):
     def fit(self) -> Dict[str, PcaFit]:
         """Fit every layer's basis (between the two passes)."""
         return {layer: basis.fit() for layer, basis in self.items()}
+
+    def state(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """Every layer's moments (PcaBasis.state)."""
+        return {layer: basis.state() for layer, basis in self.items()}
+
+    def merge(self, state: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Take in another PcaBases's `state`, layer by layer."""
+        for layer, moments in state.items():
+            if layer not in self:
+                self[layer] = PcaBasis(**self.options)
+            self[layer].merge(moments)
 
 
 def fit_one_map(feat: torch.Tensor, max_pixels: int, exact_channels: int) -> PcaFit:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -218,6 +218,22 @@ class SharedRange:
             return keys, values
         keep = np.argpartition(keys, self.sample_size - 1)[: self.sample_size]
         return keys[keep], values[keep]
+
+    def state(self) -> Dict[str, np.ndarray]:
+        """What was seen, as plain arrays (for another process to `merge`)."""
+        return {"count": np.array(self.count, np.int64), "lo": np.array(self._lo), "hi": np.array(self._hi),
+                "keys": self._keys, "sample": self._sample}
+
+    def merge(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take in another SharedRange's `state` (the maps of other images): the min and max are exactly
+        those of both; with percentiles, the sample is the smallest keys of both samples (uniform over both
+        streams, though not the same values one stream would have kept)."""
+        self.count += int(state["count"])
+        self._lo = min(self._lo, float(state["lo"]))
+        self._hi = max(self._hi, float(state["hi"]))
+        if self.percentiles is not None:
+            self._keys, self._sample = self._smallest(np.concatenate([self._keys, np.asarray(state["keys"])]),
+                                                      np.concatenate([self._sample, np.asarray(state["sample"])]))
 
     def range(self) -> Optional[Tuple[float, float]]:
         """(lo, hi) of what was seen, or None when no finite value was."""

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, TextIO, Tuple
 
-from featvis.errors import SkippedImagesError
+from featvis.errors import FittedOnlyError, SkippedImagesError
 
 SLACK_S = 1.0  # file systems with coarse timestamps: a result file may read as written up to this much earlier
 
@@ -56,14 +56,18 @@ def report(stream: TextIO) -> int:
         if record.status == "ok":
             continue
         # its name: the overrides that tell it from the other jobs (featvis.config.job.JobInfo.name)
-        lines.append(f"featvis: error: job {record.num} ({record.name}): {record.error or record.status}")
+        fitted = record.status == "fitted"  # not an error: the job waits for the other shards' fits
+        lines.append(f"featvis: {'' if fitted else 'error: '}job {record.num} ({record.name}): "
+                     f"{record.error or record.status}")
         skipped = record.status == "skipped-images"
-        code = max(code, SkippedImagesError.exit_code if skipped else 1, key=_severity)
+        job_code = SkippedImagesError.exit_code if skipped else FittedOnlyError.exit_code if fitted else 1
+        code = max(code, job_code, key=_severity)
     for line in lines:
         print(line, file=stream)
     return code
 
 
 def _severity(code: int) -> int:
-    """1 (a job failed) outranks 3 (images skipped), which outranks 0."""
-    return {0: 0, SkippedImagesError.exit_code: 1}.get(code, 2)
+    """1 (a job failed) outranks 3 (images skipped), which outranks 4 (shards fitted, to draw next launch)
+    and 0."""
+    return {0: 0, FittedOnlyError.exit_code: 1, SkippedImagesError.exit_code: 2}.get(code, 3)

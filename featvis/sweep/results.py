@@ -26,7 +26,7 @@ from featvis.backends.local import FeatvisLocalVisBackend, panel_file
 from featvis.backends.visualizer import save_dir as backend_save_dir
 from featvis.data.paths import config_stem
 from featvis.engine.result import RESULTS_DIR, JobResult
-from featvis.errors import SkippedImagesError
+from featvis.errors import FittedOnlyError, SkippedImagesError
 from featvis.io import write_atomic
 from featvis.sweep import manifest
 
@@ -66,7 +66,7 @@ class JobRecord:
 
     dir: Path
     name: str
-    status: str  # ok | failed | skipped-images | interrupted
+    status: str  # ok | failed | skipped-images | interrupted | fitted (featvis.pipeline.fits)
     num: Optional[int] = None  # Hydra's job number
     overrides: List[str] = field(default_factory=list)
     job_type: str = "default"
@@ -167,6 +167,8 @@ def job_record(cfg: Any, info: Any, result: Optional[JobResult], error: Optional
         status = "ok"
     elif isinstance(error, SkippedImagesError):
         status = "skipped-images"
+    elif isinstance(error, FittedOnlyError):  # a shard's part of the scale, nothing drawn yet: launch again
+        status = "fitted"
     elif isinstance(error, KeyboardInterrupt):  # Ctrl-C, SIGTERM, SIGHUP: stopped, not broken
         status = "interrupted"
     else:

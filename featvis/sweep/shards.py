@@ -8,7 +8,10 @@ slice of it (`part`). The sweep's summary reads a job's shards as one job (`merg
 image once, in list order, one row per image on the contact sheets, and the checkpoint
 comparison over all of its images (CKA and change accumulate sums image by image, so the
 merged numbers are the unsharded job's). A job whose shard failed is failed; one whose shards
-have not all finished is `incomplete`.
+have not all finished is `incomplete`. A shard stopped mid-way keeps the images it drew when
+the sweep is launched again (featvis.pipeline.resume); a scale over the whole split
+(normalize.mode=shared, pca_rgb's shared basis) is fitted part by part, then drawn in a second
+launch (featvis.pipeline.fits).
 
 In W&B each shard is a run of its own, in the sweep's group, with the job's name (without
 `shard=`) as its job type, so the shards of a job are one unit there; the sweep's summary run
@@ -137,6 +140,7 @@ def _merged(parts: List[Any]) -> Any:
     failed = [r for r in done if r.status == "failed"]
     stopped = [r for r in done if r.status == "interrupted"]
     skipped = [r for r in done if r.status == "skipped-images"]
+    fitted = [r for r in done if r.status == "fitted"]  # featvis.pipeline.fits: launch the same sweep again
     missing = [i for i in range(shards) if i not in by_shard]
     status, error = "ok", None
     if failed or stopped:
@@ -145,6 +149,10 @@ def _merged(parts: List[Any]) -> Any:
     elif missing:
         status = "incomplete"
         error = f"{len(missing)} of {shards} shards have not finished (shard {', '.join(map(str, missing[:5]))})"
+    elif fitted:
+        status = "incomplete"
+        error = (f"{len(fitted)} of {shards} shards fitted their part of the colour scale and drew nothing yet: "
+                 "launch the same sweep again into its folder to draw them")
     elif skipped:
         status, error = "skipped-images", f"shard {skipped[0].shard} of {shards}: {skipped[0].error}"
     images: List[str] = []
