@@ -49,7 +49,8 @@ def test_a_single_run_with_shards_says_how_to_shard():
     with pytest.raises(ConfigError, match="no shard"):
         shards.check(validate(compose_cfg("shards=3")), multirun=True)
     shards.check(validate(compose_cfg("shards=3", "shard=2")), multirun=True)
-    for bad, words in [("shard=3", "between 0 and shards-1=2"), ("shards=0", "between 1 and"), ("threads=0", "threads=0")]:
+    for bad, words in [("shard=3", "between 0 and shards-1=2"), ("shards=0", "between 1 and"),
+                       ("threads=0", "threads=0")]:
         with pytest.raises(ConfigError, match=words):
             validate(compose_cfg("shards=3", bad))
     validate(compose_cfg("shards=3", "normalize.mode=shared"))  # fitted part by part (featvis.pipeline.fits)
