@@ -98,7 +98,7 @@ def test_a_perturbed_layer_lowers_cka_and_raises_change_for_that_layer_only(tmp_
     entries = _entries(sweep)
     assert set(entries) == {("model.checkpoint=b.pth", layer) for layer in LAYERS}
     for key, e in entries.items():
-        assert set(e) == {"a", "b", "layer", "cka", "change"} and e["a"] == "model.checkpoint=a.pth"
+        assert set(e) == {"a", "b", "layer", "cka", "change", "cka_unbiased"} and e["a"] == "model.checkpoint=a.pth"
         if key[1] == "backbone[1]":
             assert e["cka"] < 0.9 and e["change"] > 0.3
         else:
@@ -285,6 +285,22 @@ def test_sweep_over_checkpoints_compares_them_layer_by_layer(tmp_path):
         else:  # layer3 and after
             assert perturbed["cka"] < 1.0 - 1e-3 and perturbed["change"] > 1e-2
     assert {r["layer"] for r in summary["checkpoint_ranking"][:2]} == {"backbone[2]", "backbone[3]"}
+    for layer in layers:  # the unbiased estimator agrees where the features are the same
+        assert abs(entries[("model.checkpoint=same.pth", layer)]["cka_unbiased"] - 1.0) < 1e-5
+    # per ground-truth class (the demo scenes have masks): a copy is the same for every class present
+    by_class = [e for e in summary["class_similarity"] if e["b"] == "model.checkpoint=same.pth"]
+    named = {e["class"] for e in by_class}
+    assert len(named) >= 3 and named <= {"background", "circle", "square", "triangle"}, named
+    for e in by_class:
+        assert (e["note"] is not None and e["cka"] is None) or abs(e["cka"] - 1.0) < 1e-5, e
+    moved = {(e["layer"], e["class"]): e["cka"] for e in summary["class_similarity"]
+             if e["b"] == "model.checkpoint=noisy.pth" and e["cka"] is not None}
+    assert all(abs(v - 1) < 1e-5 for (layer, _), v in moved.items() if layer == "backbone[0]")
+    assert any(v < 1 - 1e-3 for (layer, _), v in moved.items() if layer == "backbone[3]")
+    assert "By class" in (sweep / "summary" / "index.html").read_text()
+    separable = {(e["job"], e["layer"]) for e in summary["class_separability"]}
+    assert separable == {(j.name, layer) for j in jobs for layer in layers}
+    assert all((sweep / "summary" / f).is_file() for f in summary["embeddings"].values())
     assert sorted(summary["diff_sheets"]) == [j for j in jobs[0].images]
     assert (sweep / "summary" / summary["diff_sheets"][jobs[0].images[0]]["file"]).is_file()
 

@@ -14,10 +14,19 @@ same images in both jobs, so the comparison is paired. `Accumulator` sums X^T X,
 Y^T X and the means image by image in float64, so CKA over a whole validation split needs
 memory for p x q numbers, not for every pixel (the same value as stacking every image's
 rows: centring uses the sums, Nguyen et al. 2021 accumulate the same way over minibatches).
+
+This estimator is biased upwards when there are few examples for the channels: two
+unrelated 256-channel feature sets over 768 pixels read about 0.25, not 0. `UnbiasedAccumulator`
+is minibatch CKA from Song et al. (2012)'s unbiased HSIC, one image's pixels per minibatch
+(Nguyen, Raghu and Kornblith 2021): unrelated features read near 0 whatever the number of
+pixels, the same features 1. It measures how alike the layers are within each image (each
+image's pixels centred on their own mean), where the plain estimator also counts how the
+images differ from one another.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -67,5 +76,59 @@ class Accumulator:
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """CKA of X (n x p) and Y (n x q), paired by row."""
     acc = Accumulator()
+    acc.add(x, y)
+    return acc.value()
+
+
+def hsic_unbiased(gram_x: np.ndarray, gram_y: np.ndarray) -> float:
+    """Song et al. (2012)'s unbiased HSIC of two n x n Gram matrices (n >= 4); their diagonals are ignored."""
+    n = gram_x.shape[0]
+    kx, ky = gram_x.copy(), gram_y.copy()
+    np.fill_diagonal(kx, 0.0)
+    np.fill_diagonal(ky, 0.0)
+    sx, sy = kx.sum(0), ky.sum(0)
+    trace = float((kx * ky).sum())  # tr(Kx Ky): both symmetric
+    return (trace + float(sx.sum()) * float(sy.sum()) / ((n - 1) * (n - 2))
+            - 2.0 * float(sx @ sy) / (n - 2)) / (n * (n - 3))
+
+
+class UnbiasedAccumulator:
+    """Minibatch linear CKA from the unbiased HSIC, fed one minibatch (an image's pixels) at a time.
+
+    Each minibatch gives HSIC_1(K, L), HSIC_1(K, K) and HSIC_1(L, L) of its linear Gram matrices
+    K = X X^T and L = Y Y^T; CKA = sum HSIC_1(K, L) / sqrt(sum HSIC_1(K, K) * sum HSIC_1(L, L)).
+    Each term is unbiased whatever the minibatch's size, so the value does not rise as pixels
+    get fewer: unrelated features read near 0 (either sign). Memory: three numbers. A minibatch
+    of fewer than 4 rows is left out (the estimator needs 4).
+    """
+
+    MIN_ROWS = 4
+
+    def __init__(self) -> None:
+        self.xy = self.xx = self.yy = 0.0
+        self.batches = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"CKA needs the same examples on both sides: {x.shape[0]} rows against {y.shape[0]}")
+        if x.shape[0] < self.MIN_ROWS:
+            return
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        gram_x, gram_y = x @ x.T, y @ y.T
+        self.xy += hsic_unbiased(gram_x, gram_y)
+        self.xx += hsic_unbiased(gram_x, gram_x)
+        self.yy += hsic_unbiased(gram_y, gram_y)
+        self.batches += 1
+
+    def value(self) -> float:
+        """CKA of everything added; NaN when a side has no variance, or no minibatch had 4 rows."""
+        if self.batches == 0 or not self.xx > 0 or not self.yy > 0:
+            return float("nan")
+        return float(self.xy / math.sqrt(self.xx * self.yy))
+
+
+def unbiased_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased CKA of X (n x p) and Y (n x q), paired by row, as one minibatch."""
+    acc = UnbiasedAccumulator()
     acc.add(x, y)
     return acc.value()

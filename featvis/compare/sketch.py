@@ -7,7 +7,10 @@ For each image and each drawn layer (sub-name, as in the pictures: `backbone[2]`
   the same for every job and every layer, so two jobs' rows are the same image points
   (a paired comparison); a layer at 1/8 of the input takes the map cell under each point;
 - the layer's first reduced map (what is drawn), float16 at the map's own size, for
-  difference maps.
+  difference maps;
+- when the image has ground truth, the class under each position (P,) int16, -1 where
+  none (featvis.record.sampling.classes_at), for per-class similarity; the meta's
+  `classes` names them.
 
 It is written once per job, `<job>/featvis/sketch.npz` (moved into place with the rest of
 the job's results: a failed job leaves none), an npz of plain arrays (no pickle: reading
@@ -67,6 +70,12 @@ class SketchWriter:
         self._put(f"feat/{i}/{j}", np.asarray(features, np.float16))
         if reduced_map is not None:
             self._put(f"map/{i}/{j}", np.asarray(reduced_map, np.float16))
+
+    def add_classes(self, stem: str, classes: np.ndarray) -> None:
+        """The ground-truth class under each sampled position of image `stem` (P,), -1 where none."""
+        if stem not in self.images:
+            self.images.append(stem)
+        self._put(f"cls/{self.images.index(stem)}", np.asarray(classes, np.int16))
 
     def _put(self, key: str, array: np.ndarray) -> None:
         if self.stream is None:
@@ -139,6 +148,12 @@ class Sketch:
         key = self._key("map", stem, layer)
         return None if key is None else self._arrays[key]
 
+    def classes(self, stem: str) -> Optional[np.ndarray]:
+        """The class under each sampled position of image `stem` (P,), -1 where none; None without ground truth."""
+        if stem not in self.images:
+            return None
+        return self._arrays.get(f"cls/{self.images.index(stem)}")
+
     def pairs(self, other: "Sketch") -> List[Tuple[str, str]]:
         """(image, layer) both sketches hold features of, in this sketch's order."""
         return [(stem, layer) for stem in self.images for layer in self.layers
@@ -172,6 +187,10 @@ class ShardedSketch:
     def map(self, stem: str, layer: str) -> Optional[np.ndarray]:
         part = self._owner.get(stem)
         return None if part is None else part.map(stem, layer)
+
+    def classes(self, stem: str) -> Optional[np.ndarray]:
+        part = self._owner.get(stem)
+        return None if part is None else part.classes(stem)
 
 
 def open_sketch(paths: Sequence[Path]) -> "Sketch | ShardedSketch":

@@ -50,6 +50,11 @@ class SampleMode(Choice):
     random = "random"  # a seeded random choice (`seed`), kept in file order
 
 
+class Estimator(Choice):
+    linear = "linear"  # linear CKA over every sampled pixel of every image (Kornblith et al. 2019)
+    unbiased = "unbiased"  # minibatch CKA, an image per minibatch, from the unbiased HSIC (Nguyen et al. 2021)
+
+
 class NormalizeMode(Choice):
     per_map = "per_map"  # each map's own min and max (MMEngine's behaviour)
     shared = "shared"  # one range per layer over every image of the run
@@ -147,6 +152,9 @@ class CompareConfig:
     seed: int = 0
     baseline: Optional[str] = None  # the checkpoint the others are compared with; null = the first job's
     layer_similarity: bool = False  # also the CKA matrix of this job's layers, as a picture and a table
+    # the CKA the summary shows (index, heat map, W&B); summary.json holds both: linear = plain linear CKA
+    # over all sampled pixels, unbiased = minibatch CKA from the unbiased HSIC (no upward bias for few pixels)
+    estimator: Estimator = Estimator.linear
 
 
 @dataclass

@@ -124,7 +124,9 @@ def _run(cfg: Config, job: JobInfo) -> JobResult:
     result = JobResult(output_dir=final, weights=loaded.weights_note)  # model.strict=false: what did not fit
     sharing = shared_forward.for_job(cfg, job.sweep_dir, loaded, layers)  # other jobs' layers, when planned
     extra = sharing.extra if sharing else []
-    sketches = JobSketches.for_job(cfg, job, reduction, staging)  # compare.*: off unless asked, then free
+    sketches = JobSketches.for_job(cfg, job, reduction, staging,  # compare.*: off unless asked, then free
+                                   classes=loaded.dataset_meta.get("classes") or (),
+                                   palette=loaded.dataset_meta.get("palette") or ())
     session.share(extra, sharing, sketches.points)
     samples, plan = _within_memory(cfg, loaded, layers, extra, reduction, samples, problems)
     fits = _shard_fits(cfg, job, resolved, reduction)  # a sharded job's colour scale over the whole split

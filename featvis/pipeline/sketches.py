@@ -1,12 +1,13 @@
 """What one job keeps for comparing by numbers (featvis.compare): its sketch and its layers' CKA matrix.
 
-A job sketches when `compare.sketch` is true, or null and its sweep varies model.checkpoint
-(`JobInfo.swept`), or `compare.layer_similarity` is true. Then the recorder samples every
-map's full features at the shared positions (`points`, given to FeatureRecorder as
-`sketch_points`), `add` takes each image's sketches from its recorded maps on their way to
-the drawer, streaming them into `<staging>/sketch.npz` (featvis.compare.sketch), and `finish`
-closes that file before the staging folder becomes the job's `featvis/` folder: a job that
-fails leaves no sketch among its results. Images are named as their pictures are
+A job sketches when `compare.sketch` is true, or null and its sweep varies the model
+(model.checkpoint, model.config or the model group: `JobInfo.swept`), or
+`compare.layer_similarity` is true. Then the recorder samples every map's full features at
+the shared positions (`points`, given to FeatureRecorder as `sketch_points`), `add` takes
+each image's sketches from its recorded maps on their way to the drawer, streaming them into
+`<staging>/sketch.npz` (featvis.compare.sketch), and `finish` closes that file before the
+staging folder becomes the job's `featvis/` folder: a job that fails leaves no sketch among
+its results. Images are named as their pictures are
 (`sample.stem`, unique in the job), layers by their sub-names (`backbone[2]`).
 
 With `compare.layer_similarity`, `finish` also writes the CKA matrix of the job's layers over
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
@@ -37,8 +38,10 @@ from featvis.backends.visualizer import FeatureVisualizer
 from featvis.compare.layers import LayerSimilarity, write_csv
 from featvis.compare.sketch import SketchWriter, positions
 from featvis.config.job import JobInfo
+from featvis.data.masks import IGNORE_INDEX
 from featvis.pipeline.resume import Done, Pieces
 from featvis.record.recorded import Recorded
+from featvis.record.sampling import classes_at
 from featvis.reduce.base import Reduction
 from featvis.render.align import crop_valid
 from featvis.render.panel import Panel
@@ -64,8 +67,8 @@ def job_number() -> Optional[int]:
 
 def wanted(compare: Any, swept: Any) -> bool:
     """Whether a job with these `compare` settings, in a sweep varying `swept`, keeps a sketch."""
-    return bool(compare.sketch) or (compare.sketch is None and "model.checkpoint" in swept) \
-        or bool(compare.layer_similarity)
+    varies_model = any(key in swept for key in ("model.checkpoint", "model.config", "model"))
+    return bool(compare.sketch) or (compare.sketch is None and varies_model) or bool(compare.layer_similarity)
 
 
 class JobSketches:
@@ -83,7 +86,8 @@ class JobSketches:
         self.pieces: Optional[Pieces] = None  # a sweep job: each image's sketch kept for a later launch (resume)
 
     @classmethod
-    def for_job(cls, cfg: Any, job: JobInfo, reduction: Reduction, staging: Path) -> "JobSketches":
+    def for_job(cls, cfg: Any, job: JobInfo, reduction: Reduction, staging: Path,
+                classes: Sequence[str] = (), palette: Sequence[Sequence[int]] = ()) -> "JobSketches":
         compare = cfg.compare
         if not wanted(compare, job.swept):
             return cls(staging)
@@ -93,7 +97,10 @@ class JobSketches:
             return cls(staging)
         meta = {"job": job.name, "model": cfg.model.name, "config": cfg.model.config,
                 "checkpoint": cfg.model.checkpoint, "reduction": cfg.reduction.name,
-                "baseline": compare.baseline}  # the sweep summary picks the baseline from here first
+                "baseline": compare.baseline,  # the sweep summary picks the baseline from here first
+                "estimator": str(getattr(compare.estimator, "value", compare.estimator)),
+                "classes": list(classes),  # names of the ground truth's classes (per-class similarity)
+                "palette": [list(map(int, c)) for c in palette]}  # their colours (class embeddings)
         writer = SketchWriter(compare.pixels, compare.seed, meta=meta, stream=Path(staging))
         made = cls(staging, writer, LayerSimilarity() if compare.layer_similarity else None)
         made.job, made.baseline, made.num = job, compare.baseline, job_number()
@@ -115,7 +122,7 @@ class JobSketches:
             return
         baseline, numbers = found
         scalars = {f"{kind}/{layer}": value for layer, pair in numbers.items()
-                   for kind, value in zip(("cka", "change"), pair) if value is not None}
+                   for kind, value in zip(("cka", "change", "cka_unbiased"), pair) if value is not None}
         if scalars:
             visualizer.add_scalars(scalars, step=step)
             log.info("CKA against the baseline %s: %s", baseline.name,
@@ -141,6 +148,10 @@ class JobSketches:
                 arrays[f"map/{layer}"] = first
         if self.similarity is not None and features:
             self.similarity.add(features)
+        gt = recorded.item.gt
+        if gt is not None and features and self.points is not None:  # the class under each sampled pixel
+            arrays["cls"] = classes_at(gt, self.points, recorded.sample.metainfo, IGNORE_INDEX)
+            self.writer.add_classes(stem, arrays["cls"])
         if self.pieces is not None:
             self.pieces.sketch(stem, arrays)
         return recorded
@@ -151,11 +162,12 @@ class JobSketches:
             return
         features: Dict[str, np.ndarray] = {}
         for key, array in done.sketch.items():
-            kind, layer = key.split("/", 1)
-            if kind == "feat":
-                features[layer] = array
+            if key.startswith("feat/"):
+                features[key[len("feat/"):]] = array
         for layer, array in features.items():
             self.writer.add(done.stem, layer, array, done.sketch.get(f"map/{layer}"))
+        if "cls" in done.sketch:
+            self.writer.add_classes(done.stem, done.sketch["cls"])
         if self.similarity is not None and features:
             self.similarity.add(features)
 

@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 COLORMAP = "viridis"
 
 
-def cka_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str = "") -> np.ndarray:
+def cka_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str = "",
+                label: str = "linear CKA") -> np.ndarray:
     """An RGB picture of `values` (len(rows) x len(cols), NaN = no value, drawn grey)."""
     values = np.asarray(values, np.float64).reshape(len(rows), len(cols))
     low = color_floor(values)
@@ -33,7 +34,7 @@ def cka_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], ti
     shown = np.ma.masked_invalid(values)
     cmap = matplotlib.colormaps[COLORMAP].with_extremes(bad="#bbbbbb")
     image = ax.imshow(shown, cmap=cmap, vmin=low, vmax=1.0, aspect="auto", interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="linear CKA")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label=label)
     ax.set_xticks(range(len(cols)), labels=list(cols), rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), labels=list(rows), fontsize=8)
     for (i, j), v in np.ndenumerate(values):

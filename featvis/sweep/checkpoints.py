@@ -36,10 +36,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from cachetools import LRUCache
 
-from featvis.compare.pairs import Numbers, pair_numbers
+from featvis.compare.pairs import MIN_CLASS_PIXELS, ClassNumbers, Numbers, class_numbers, pair_numbers
 from featvis.compare.sketch import SKETCH_FILE, ShardedSketch, Sketch, open_sketch
 from featvis.engine.result import RESULTS_DIR
 from featvis.sweep.baseline import column_labels, configured_baseline, group_key, pick_baseline
+from featvis.sweep.embeddings import Embeddings, embed
+from featvis.sweep.models import ModelPair, compare_models
 from featvis.sweep.results import JobRecord, load_results
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,9 @@ UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damag
 
 Stat = Tuple[str, int, int]  # (path, mtime_ns, size): one version of a sketch file
 AnySketch = Union[Sketch, ShardedSketch]
-# (baseline file, job file, layer) -> (cka, change), for the summaries of one sweep in this process
-_PAIRS: "LRUCache[Tuple[Tuple[Stat, ...], Tuple[Stat, ...], str], Tuple[Optional[float], Optional[float]]]" = \
+LINEAR, UNBIASED = "linear", "unbiased"  # compare.estimator: the CKA the summary shows
+# (baseline file, job file, layer) -> its numbers and its per-class numbers, for the summaries of one sweep
+_PAIRS: "LRUCache[Tuple[Tuple[Stat, ...], Tuple[Stat, ...], str], Tuple[Numbers, Dict[int, ClassNumbers]]]" = \
     LRUCache(maxsize=100_000)
 
 
@@ -62,9 +65,40 @@ class Similarity:
     layer: str
     cka: Optional[float]  # None: a side is constant (nothing to compare)
     change: Optional[float]  # sum |b - a| / sum |a|; None when the baseline's features are all 0
+    cka_unbiased: Optional[float] = None  # minibatch CKA from the unbiased HSIC (featvis.compare.cka)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"a": self.a, "b": self.b, "layer": self.layer, "cka": self.cka, "change": self.change}
+        return {"a": self.a, "b": self.b, "layer": self.layer, "cka": self.cka, "change": self.change,
+                "cka_unbiased": self.cka_unbiased}
+
+    def shown(self, estimator: str) -> Optional[float]:
+        """The CKA the summary shows for `compare.estimator`."""
+        return self.cka_unbiased if estimator == UNBIASED else self.cka
+
+
+@dataclass
+class ClassSimilarity:
+    """One layer of one job against the baseline over the sampled pixels of one ground-truth class:
+    summary.json's class_similarity entries. Below MIN_CLASS_PIXELS pixels: no numbers, `note` says so."""
+
+    a: str
+    b: str
+    layer: str
+    class_id: int
+    name: str  # the class's name in the baseline model's dataset_meta (its id when unnamed)
+    pixels: int  # sampled pixels of the class over every image
+    cka: Optional[float] = None
+    change: Optional[float] = None
+    cka_unbiased: Optional[float] = None
+    note: Optional[str] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"a": self.a, "b": self.b, "layer": self.layer, "class": self.name, "class_id": self.class_id,
+                "pixels": self.pixels, "cka": self.cka, "change": self.change, "cka_unbiased": self.cka_unbiased,
+                "note": self.note}
+
+    def shown(self, estimator: str) -> Optional[float]:
+        return self.cka_unbiased if estimator == UNBIASED else self.cka
 
 
 @dataclass
@@ -110,18 +144,22 @@ class Comparison:
 
     groups: List[Group] = field(default_factory=list)
     similarities: List[Similarity] = field(default_factory=list)
+    classes: List[ClassSimilarity] = field(default_factory=list)  # per ground-truth class, when there is one
+    models: List[ModelPair] = field(default_factory=list)  # jobs of other model configs against a baseline model
+    embeddings: Optional[Embeddings] = None  # sampled pixels by class, per job and layer
+    estimator: str = LINEAR  # the CKA shown (compare.estimator of the first group's baseline)
     errors: List[str] = field(default_factory=list)  # one line each: a baseline matching no job, a bad file
     seconds: float = 0.0
 
     def __bool__(self) -> bool:
-        return bool(self.groups or self.errors)
+        return bool(self.groups or self.errors or self.models or self.embeddings)
 
     def ranking(self) -> List[LayerRank]:
         """Every group's layers, largest change first (then lowest CKA); layers without numbers last."""
         rows: Dict[Tuple[str, str], LayerRank] = {}
         for s in self.similarities:
             row = rows.setdefault((s.a, s.layer), LayerRank(a=s.a, layer=s.layer, cka={}, change={}))
-            row.cka[s.b], row.change[s.b] = s.cka, s.change
+            row.cka[s.b], row.change[s.b] = s.shown(self.estimator), s.change
 
         def order(r: LayerRank) -> Tuple[int, float, float]:
             change, cka = r.max_change, r.min_cka
@@ -144,10 +182,19 @@ class Comparison:
         """A layer's row caption: its name, with its group's overrides when the sweep has several groups."""
         return layer if len(self.groups) == 1 or not group.key else f"{layer} [{group.key}]"
 
+    def class_table(self, group: "Group", job: str) -> Tuple[List[str], List[str]]:
+        """(layers in network order, classes by id) of one compared job's per-class rows against its baseline."""
+        mine = [c for c in self.classes if c.a == group.baseline.name and c.b == job]
+        names = list(dict.fromkeys(c.name for c in sorted(mine, key=lambda c: c.class_id)))
+        return [layer for layer in group.layers if any(c.layer == layer for c in mine)], names
+
+    def cka_label(self) -> str:
+        return "unbiased CKA" if self.estimator == UNBIASED else "linear CKA"
+
     def cka_matrix(self) -> Tuple[List[str], List[str], np.ndarray]:
         """(rows, columns, CKA values): a row per layer of each group in network order, NaN where none."""
         cols = self.columns()
-        found = {(s.a, s.b, s.layer): s.cka for s in self.similarities}
+        found = {(s.a, s.b, s.layer): s.shown(self.estimator) for s in self.similarities}
         rows: List[str] = []
         values: List[List[float]] = []
         for group in self.groups:
@@ -162,6 +209,10 @@ class Comparison:
     def to_json(self) -> Dict[str, Any]:
         """summary.json's `checkpoint_similarity`, `checkpoint_ranking` and `checkpoint_errors`."""
         return {"checkpoint_similarity": [s.to_json() for s in self.similarities],
+                "class_similarity": [c.to_json() for c in self.classes],
+                "checkpoint_estimator": self.estimator,
+                "model_similarity": [m.to_json() for m in self.models],
+                **(self.embeddings.to_json() if self.embeddings else {"class_separability": [], "embeddings": {}}),
                 "checkpoint_ranking": [r.to_json() for r in self.ranking()],
                 "checkpoint_baselines": {g.baseline.name: [j.name for j in g.jobs] for g in self.groups},
                 "checkpoint_errors": list(self.errors)}
@@ -186,7 +237,7 @@ def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Op
     start = time.perf_counter()
     result = Comparison()
     candidates = with_sketches(jobs)
-    if len(candidates) < 2:
+    if not candidates:
         return result
     metas: Dict[Path, Dict[str, Any]] = {}  # by job dir: two jobs may share a name
     for job in candidates:
@@ -194,6 +245,16 @@ def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Op
             metas[job.dir] = _meta(sketch_paths(job))
         except UNREADABLE as err:
             result.errors.append(f"{job.name}: its sketch cannot be read ({err}); left out of the comparison")
+    sketched = [j for j in candidates if j.dir in metas]
+    files = {j.dir: sketch_paths(j) for j in sketched}
+    try:  # where the classes separate: every sketched job, even alone
+        result.embeddings = embed(sketched, metas, files, file_stamps)
+    except UNREADABLE as err:
+        result.errors.append(f"no class embeddings: a sketch cannot be read ({err})")
+    if len(candidates) < 2:
+        return result
+    if metas:  # compare.estimator as the jobs composed it (the first job's)
+        result.estimator = str(next(iter(metas.values())).get("estimator") or LINEAR)
     grouped: Dict[Tuple[str, int, int], List[JobRecord]] = {}
     for job in candidates:
         if job.dir in metas:
@@ -213,19 +274,28 @@ def compare_checkpoints(sweep_dir: Path, jobs: Sequence[JobRecord], baseline: Op
         group = Group(key=key, baseline=base, jobs=others, sketches={j.dir: sketch_paths(j) for j in members},
                       layers=list(meta["layers"]), images=list(meta["images"]), labels=column_labels(members))
         try:
-            result.similarities += _compare_group(group)
+            similarities, classes = _compare_group(group, list(meta.get("classes") or []))
+            result.similarities += similarities
+            result.classes += classes
         except UNREADABLE as err:
             result.errors.append(f"{base.name} and the jobs compared with it: a sketch cannot be read ({err})")
             continue
         result.groups.append(group)
+    try:
+        result.models, errors = compare_models(Path(sweep_dir), sketched, metas, files, file_stamps, baseline,
+                                               result.estimator)
+        result.errors += errors
+    except UNREADABLE as err:
+        result.errors.append(f"models not compared: a sketch cannot be read ({err})")
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _compare_group(group: Group) -> List[Similarity]:
+def _compare_group(group: Group, names: List[str]) -> Tuple[List[Similarity], List[ClassSimilarity]]:
     base_path = group.sketches[group.baseline.dir]
     base: Optional[AnySketch] = None
     out: List[Similarity] = []
+    per_class: List[ClassSimilarity] = []
     for job in group.jobs:
         path = group.sketches[job.dir]
         stamps = (file_stamps(base_path), file_stamps(path))  # once per job, not per layer
@@ -239,10 +309,20 @@ def _compare_group(group: Group) -> List[Similarity]:
                     other = open_sketch(path)
                 if layer not in other.layers:
                     continue
-                _PAIRS[keys[layer]] = pair_numbers(base, other, layer)
-            cka, change = _PAIRS[keys[layer]]
-            out.append(Similarity(a=group.baseline.name, b=job.name, layer=layer, cka=cka, change=change))
-    return out
+                _PAIRS[keys[layer]] = (pair_numbers(base, other, layer), class_numbers(base, other, layer))
+            numbers, classes = _PAIRS[keys[layer]]
+            out.append(Similarity(a=group.baseline.name, b=job.name, layer=layer, cka=numbers.cka,
+                                  change=numbers.change, cka_unbiased=numbers.cka_unbiased))
+            for class_id, found in classes.items():
+                name = names[class_id] if 0 <= class_id < len(names) else str(class_id)
+                row = ClassSimilarity(a=group.baseline.name, b=job.name, layer=layer, class_id=class_id, name=name,
+                                      pixels=found.pixels)
+                if found.numbers is None:
+                    row.note = f"too few pixels ({found.pixels} sampled, {MIN_CLASS_PIXELS} needed)"
+                else:
+                    row.cka, row.change, row.cka_unbiased = found.numbers
+                per_class.append(row)
+    return out, per_class
 
 
 def file_stamps(paths: Sequence[Path]) -> Tuple[Stat, ...]:

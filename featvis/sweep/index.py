@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from featvis.sweep.checkpoints import Comparison
 from featvis.sweep.diff import CheckpointPages
 from featvis.sweep.manifest import Progress
 from featvis.sweep.results import NO_PICTURES, JobRecord
@@ -60,6 +61,37 @@ class CheckpointView:
     errors: List[str] = field(default_factory=list)
     cka_file: Optional[str] = None
     diffs: Dict[str, str] = field(default_factory=dict)  # image stem -> difference sheet file
+    cka_label: str = "linear CKA"  # compare.estimator's name for the CKA shown
+    models: List["ModelView"] = field(default_factory=list)  # other model configs against the baseline model
+    separability: Optional["SeparabilityTable"] = None  # where the classes come apart, layer by layer
+    classes: List["ClassTable"] = field(default_factory=list)  # per compared job: layer x ground-truth class
+
+
+@dataclass
+class SeparabilityTable:
+    """Nearest class-centroid accuracy (chance) per layer and job, and each layer's embedding picture."""
+
+    jobs: List[str]
+    rows: List[Tuple[str, List[str], Optional[str]]]  # (layer, a cell per job, its picture)
+
+
+@dataclass
+class ModelView:
+    """One job of another model config against the baseline model: its heat map and best matches."""
+
+    title: str
+    file: Optional[str]
+    best: List[Tuple[str, str, str]]  # (its layer, the baseline layer most like it, that CKA)
+
+
+@dataclass
+class ClassTable:
+    """One compared job against its baseline, per ground-truth class: a row per layer, a column per class."""
+
+    job: str  # the compared checkpoint's caption
+    baseline: str
+    classes: List[str]
+    rows: List[Tuple[str, List[str]]]  # (layer, "CKA / change" per class, "few" below the pixels needed)
 
 
 def checkpoint_view(pages: CheckpointPages) -> CheckpointView:
@@ -76,7 +108,58 @@ def checkpoint_view(pages: CheckpointPages) -> CheckpointView:
         rows.append(RankRow(rank=i, layer=comparison.row_label(group, rank.layer),
                             baseline=group.labels[group.baseline.name], cells=cells, change=_number(rank.max_change)))
     return CheckpointView(columns=columns, ranking=rows, errors=list(comparison.errors), cka_file=pages.cka_file,
-                          diffs={stem: sheet.file for stem, sheet in pages.diffs.items()})
+                          diffs={stem: sheet.file for stem, sheet in pages.diffs.items()},
+                          cka_label=comparison.cka_label(), classes=class_tables(comparison),
+                          models=[model_view(pair) for pair in comparison.models],
+                          separability=separability_table(comparison.embeddings))
+
+
+def separability_table(embeddings: Any) -> Optional[SeparabilityTable]:
+    if embeddings is None:
+        return None
+    jobs = list(dict.fromkeys(e.job for entries in embeddings.layers.values() for e in entries))
+    rows = []
+    for layer, entries in embeddings.layers.items():
+        by_job = {e.job: e.numbers for e in entries}
+        cells = [_separability_cell(by_job.get(job)) for job in jobs]
+        rows.append((layer, cells, embeddings.files.get(layer)))
+    return SeparabilityTable(jobs=jobs, rows=rows)
+
+
+def _separability_cell(numbers: Any) -> str:
+    if numbers is None or numbers.accuracy is None:
+        return "-" if numbers is None else f"- ({numbers.classes} class)"
+    return f"{numbers.accuracy:.3f} ({numbers.chance:.3f})"
+
+
+def model_view(pair: Any) -> ModelView:
+    rows = [(layer, match or "-", _number(value)) for layer, match, value in pair.matches()]
+    return ModelView(title=f"{pair.model_b} ({pair.b}) against {pair.model_a} ({pair.a})", file=pair.file, best=rows)
+
+
+def class_tables(comparison: Comparison) -> List[ClassTable]:
+    """Per compared job with ground truth: "CKA / change" of each layer over each class's sampled pixels."""
+    tables = []
+    for group in comparison.groups:
+        for job in group.jobs:
+            mine = {(c.layer, c.name): c for c in comparison.classes if c.a == group.baseline.name and c.b == job.name}
+            if not mine:
+                continue
+            layers, names = comparison.class_table(group, job.name)
+            rows = [(comparison.row_label(group, layer),
+                     [_class_cell(mine.get((layer, name)), comparison.estimator) for name in names])
+                    for layer in layers]
+            tables.append(ClassTable(job=group.labels[job.name], baseline=group.labels[group.baseline.name],
+                                     classes=names, rows=rows))
+    return tables
+
+
+def _class_cell(found: Any, estimator: str) -> str:
+    if found is None:
+        return ""
+    if found.note is not None:
+        return f"few ({found.pixels} px)"
+    return f"{_number(found.shown(estimator))} / {_number(found.change)}"
 
 
 def render_index(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout],

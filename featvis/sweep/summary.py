@@ -10,7 +10,10 @@ It reads every job's result record (featvis.sweep.results) and writes, in
 - `summary.json`: the jobs, the sheets and their layout, for scripts;
 - when jobs kept sketches (compare.sketch) and differ in checkpoint, the checkpoints
   compared layer by layer with a baseline (featvis.sweep.checkpoints): in summary.json
-  `checkpoint_similarity` (a, b, layer, cka, change) and `checkpoint_ranking`, the CKA
+  `checkpoint_similarity` (a, b, layer, cka, change, cka_unbiased), `class_similarity` (the
+  same per ground-truth class, when the images have masks), `model_similarity` (every layer of a
+  job of another model config against every layer of the baseline model, `model_similarity_<k>.png`)
+  and `checkpoint_ranking`, the CKA
   table as a picture `checkpoint_cka.png`, and per image a difference sheet
   `diff_<image stem>.png` (featvis.sweep.diff), all shown in index.html;
 - with `wandb_run`, once per sweep, the W&B summary run (featvis.sweep.wandb_summary).
@@ -31,9 +34,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from featvis.backends.encoding import png_bytes
 from featvis.io import write_atomic
 from featvis.render.cka_table import cka_heatmap
+from featvis.render.embedding import embedding_picture
 from featvis.sweep import manifest
 from featvis.sweep.checkpoints import UNREADABLE, Comparison, compare_checkpoints
 from featvis.sweep.diff import CheckpointPages, write_diff_sheets
+from featvis.sweep.embeddings import Embeddings
 from featvis.sweep.index import render_index
 from featvis.sweep.results import SUMMARY, JobRecord, load_results
 from featvis.sweep.shards import merge
@@ -94,12 +99,37 @@ def checkpoint_pages(sweep_dir: Path, jobs: Sequence[JobRecord], out: Path,
         comparison.errors.append(f"no difference sheets: a sketch cannot be read ({err})")
     rows, cols, values = comparison.cka_matrix()
     if rows:
-        title = f"linear CKA against {comparison.baselines()}"
-        write_atomic(out / CKA_FILE, png_bytes(cka_heatmap(values, rows, cols, title)))
+        title = f"{comparison.cka_label()} against {comparison.baselines()}"
+        write_atomic(out / CKA_FILE, png_bytes(cka_heatmap(values, rows, cols, title, comparison.cka_label())))
         pages.cka_file = CKA_FILE
+    if comparison.embeddings is not None:
+        write_embeddings(comparison.embeddings, out)
+    label = comparison.cka_label()
+    for k, pair in enumerate(comparison.models):  # a heat map per model compared with the baseline model
+        pair.file = f"model_similarity_{k}.png"
+        title = f"{label}: {pair.model_b} ({pair.b}) against {pair.model_a}"
+        picture = cka_heatmap(pair.shown(), pair.matrix.rows, pair.matrix.cols, title, label)
+        write_atomic(out / pair.file, png_bytes(picture))
     log.info("checkpoints compared in %.2fs: %d layer(s) x job(s)", comparison.seconds,
              len(comparison.similarities))
     return pages
+
+
+def write_embeddings(embeddings: Embeddings, out: Path) -> None:
+    """A picture per layer: each job's sampled pixels by class, side by side (`embedding_<k>.png`)."""
+    for k, (layer, entries) in enumerate(embeddings.layers.items()):
+        panels = [(f"{e.job}\nPC1-2 {100 * e.share:.0f}% var, centroid acc {_acc(e.numbers)}", e.coords, e.classes)
+                  for e in entries]
+        title = f"{layer}: sampled pixels by ground-truth class (each job on its own first two principal components)"
+        embeddings.files[layer] = f"embedding_{k}.png"
+        write_atomic(out / embeddings.files[layer],
+                     png_bytes(embedding_picture(panels, embeddings.names, embeddings.palette, title)))
+
+
+def _acc(numbers: Any) -> str:
+    if numbers.accuracy is None:
+        return "-"
+    return f"{numbers.accuracy:.2f} (chance {numbers.chance:.2f})"
 
 
 def summary_json(sweep_dir: Path, jobs: Sequence[JobRecord], sheets: Dict[str, SheetLayout],

@@ -104,14 +104,33 @@ def checkpoint_logs(comparison: Comparison, out: Path) -> Dict[str, Any]:
     import wandb  # noqa: PLC0415  (imported by _write_run already)
 
     rows, cols, values = comparison.cka_matrix()
+    logs: Dict[str, Any] = {}
+    for pair in comparison.models:  # another model config against the baseline model: heat map and best matches
+        if pair.file is not None and (out / pair.file).is_file():
+            caption = f"{pair.model_b} against {pair.model_a}"
+            logs[f"model_similarity/{pair.b}"] = wandb.Image(str(out / pair.file), caption=caption)
+        logs[f"model_best/{pair.b}"] = wandb.Table(columns=["layer", "most like", "cka"], data=pair.matches())
+    if comparison.embeddings is not None:  # where the classes separate: a picture per layer, a table
+        for layer, file in comparison.embeddings.files.items():
+            if (out / file).is_file():
+                logs[f"embedding/{layer}"] = wandb.Image(str(out / file), caption=f"{layer}: sampled pixels by class")
+        logs["class_separability"] = wandb.Table(
+            columns=["job", "layer", "accuracy", "chance", "pixels", "classes"],
+            data=[[e.job, e.layer, e.numbers.accuracy, e.numbers.chance, e.numbers.pixels, e.numbers.classes]
+                  for entries in comparison.embeddings.layers.values() for e in entries])
     if not rows:
-        return {}
+        return logs
     table = wandb.Table(columns=["layer"] + cols)
     for row, cells in zip(rows, values.tolist()):
         table.add_data(row, *[None if np.isnan(v) else v for v in cells])
-    title = f"linear CKA against {comparison.baselines()}"
-    logs: Dict[str, Any] = {"checkpoint_cka": table,
-                            "checkpoint_cka_heatmap": wandb.Image(cka_heatmap(values, rows, cols, title))}
+    title = f"{comparison.cka_label()} against {comparison.baselines()}"
+    heatmap = cka_heatmap(values, rows, cols, title, comparison.cka_label())
+    logs |= {"checkpoint_cka": table, "checkpoint_cka_heatmap": wandb.Image(heatmap)}
+    if comparison.classes:  # per ground-truth class: one row per (job, layer, class)
+        classes = wandb.Table(columns=["job", "layer", "class", "pixels", "cka", "cka_unbiased", "change", "note"])
+        for c in comparison.classes:
+            classes.add_data(c.b, c.layer, c.name, c.pixels, c.cka, c.cka_unbiased, c.change, c.note or "")
+        logs["class_similarity"] = classes
     for group in comparison.groups:
         for stem in group.images:
             path = out / diff_file(stem)
@@ -119,8 +138,8 @@ def checkpoint_logs(comparison: Comparison, out: Path) -> Dict[str, Any]:
                 logs[f"checkpoint_diff/{stem}"] = wandb.Image(str(path), caption=f"{stem}: job - baseline")
     for s in comparison.similarities:
         group = next(g for g in comparison.groups if g.baseline.name == s.a)
-        if s.cka is not None:
-            logs[f"cka/{group.labels[s.b]}/{comparison.row_label(group, s.layer)}"] = s.cka
+        if s.shown(comparison.estimator) is not None:
+            logs[f"cka/{group.labels[s.b]}/{comparison.row_label(group, s.layer)}"] = s.shown(comparison.estimator)
     return logs
 
 
