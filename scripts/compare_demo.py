@@ -112,6 +112,36 @@ def figure(summary_dir: Path, out: Path, width: int = 900) -> None:
     print(f"wrote {out} ({picture.shape[1]}x{picture.shape[0]}, {out.stat().st_size / 1024:.0f} KiB)")
 
 
+def print_finer(summary: dict, cols: List[str]) -> None:
+    """The finer answers of the same sweep: both CKA estimators, per class, where the classes separate."""
+    print("\nlinear CKA / unbiased CKA per layer:")
+    both = {(e["b"], e["layer"]): e for e in summary["checkpoint_similarity"]}
+    for layer in dict.fromkeys(e["layer"] for e in summary["checkpoint_similarity"]):
+        print(f"{layer:26s}" + "".join(f"{both[(c, layer)]['cka']:>12.4f} /{both[(c, layer)]['cka_unbiased']:>8.4f}"
+                                       for c in cols))
+    last = cols[-1]
+    rows = [e for e in summary["class_similarity"] if e["b"] == last]
+    names = list(dict.fromkeys(e["class"] for e in sorted(rows, key=lambda e: e["class_id"])))
+    print(f"\nper class, {last.split('=')[-1]} against the baseline (unbiased CKA / change):")
+    print(f"{'layer':26s}" + "".join(f"{n:>18s}" for n in names))
+    cell = {(e["layer"], e["class"]): e for e in rows}
+    for layer in dict.fromkeys(e["layer"] for e in rows):
+        print(f"{layer:26s}" + "".join(_class_cell(cell.get((layer, n))) for n in names))
+    jobs = list(dict.fromkeys(e["job"] for e in summary["class_separability"]))
+    print("\nbalanced nearest class-centroid accuracy per layer (chance in brackets):")
+    print(f"{'layer':26s}" + "".join(f"{j.split('=')[-1]:>18s}" for j in jobs))
+    sep = {(e["job"], e["layer"]): e for e in summary["class_separability"]}
+    for layer in dict.fromkeys(e["layer"] for e in summary["class_separability"]):
+        print(f"{layer:26s}" + "".join(f"{sep[(j, layer)]['accuracy']:>10.3f} ({sep[(j, layer)]['chance']:.2f})"
+                                       for j in jobs))
+
+
+def _class_cell(entry: dict | None) -> str:
+    if entry is None or entry["cka_unbiased"] is None:
+        return f"{'few pixels':>18s}"
+    return f"{entry['cka_unbiased']:>10.4f} /{entry['change']:>6.3f}"
+
+
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=40)
@@ -149,6 +179,7 @@ def main(argv: List[str] | None = None) -> int:
         cells = [row["by_job"][c] for c in cols]
         print(f"{row['layer']:26s}" + "".join(f"{c['cka']:>12.4f} /{c['change']:>7.4f}" for c in cells))
     print("(each cell: linear CKA / change)")
+    print_finer(summary, cols)
     figure(summary_dir, args.out)
     return 0
 

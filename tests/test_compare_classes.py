@@ -83,17 +83,19 @@ def test_per_class_cka_of_a_sketch_with_itself_is_1_for_every_class(tmp_path):
     assert sorted(found) == [0, 1, 2]
     for c, numbers in found.items():
         assert numbers.pixels == 3 * P // (2 if c == 0 else 4)
-        assert abs(numbers.numbers.cka - 1) < 1e-9 and abs(numbers.numbers.cka_unbiased - 1) < 1e-9
+        assert numbers.numbers.cka is None  # per class: the unbiased estimator only
+        assert abs(numbers.numbers.cka_unbiased - 1) < 1e-9
         assert numbers.numbers.change == 0.0
 
 
 def test_perturbing_what_the_background_sees_lowers_its_cka_most(tmp_path):
     a, b = _sketches(tmp_path, perturb_class=0)
     found = {c: n.numbers for c, n in class_numbers(a, b, "l1").items()}
-    assert found[0].cka < 0.6 and found[0].cka_unbiased < 0.6
-    assert min(found[1].cka, found[2].cka, found[1].cka_unbiased, found[2].cka_unbiased) > 1 - 1e-6
+    assert found[0].cka_unbiased < 0.6
+    assert min(found[1].cka_unbiased, found[2].cka_unbiased) > 1 - 1e-6
     assert found[1].change == 0.0 and found[0].change > 0.5
-    assert pair_numbers(a, b, "l1").cka > found[0].cka  # the whole-image number hides how much background moved
+    whole = pair_numbers(a, b, "l1")  # the whole-image number hides how much the background moved
+    assert whole.cka_unbiased > found[0].cka_unbiased + 0.1
 
 
 def test_a_class_with_too_few_pixels_has_no_number(tmp_path):
@@ -130,7 +132,8 @@ def test_the_summary_reports_classes_and_both_estimators(tmp_path):
     assert summary["checkpoint_estimator"] == "unbiased"
     rows = {(e["layer"], e["class"]): e for e in summary["class_similarity"]}
     assert sorted(rows) == sorted((layer, c) for layer in LAYERS for c in ("road", "car"))
-    assert rows[(LAYERS[1], "car")]["cka"] < 0.9 and rows[(LAYERS[1], "road")]["cka"] > 1 - 1e-6
+    assert rows[(LAYERS[1], "car")]["cka_unbiased"] < 0.9 and rows[(LAYERS[1], "road")]["cka_unbiased"] > 1 - 1e-6
+    assert rows[(LAYERS[1], "car")]["cka"] is None
     assert rows[(LAYERS[0], "car")]["pixels"] == 64 and rows[(LAYERS[0], "car")]["note"] is None
     for entry in summary["checkpoint_similarity"]:
         assert set(entry) == {"a", "b", "layer", "cka", "change", "cka_unbiased"}
@@ -201,6 +204,9 @@ def test_separability_is_1_for_classes_apart_and_near_chance_for_shuffled_labels
     assert found.accuracy == 1.0 and abs(found.chance - 1 / 3) < 1e-9 and found.classes == 3
     mixed = separability(Pixels(rng.normal(size=(300, 16)), classes, images))
     assert mixed.accuracy < 0.5  # about chance (1/3): the layer does not tell them apart
+    rare = np.where(np.arange(300) < 270, 0, 1)  # 90% one class, features that say nothing: balanced, near 1/2
+    lopsided = separability(Pixels(rng.normal(size=(300, 16)), rare, images))
+    assert lopsided.chance == 0.5 and lopsided.accuracy < 0.75
     coords, share = project_2d(apart)
     assert coords.shape == (300, 2) and 0 < share <= 1
     assert separability(Pixels(apart, np.zeros(300, int), images)).accuracy is None  # one class: no number

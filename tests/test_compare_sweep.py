@@ -292,9 +292,9 @@ def test_sweep_over_checkpoints_compares_them_layer_by_layer(tmp_path):
     named = {e["class"] for e in by_class}
     assert len(named) >= 3 and named <= {"background", "circle", "square", "triangle"}, named
     for e in by_class:
-        assert (e["note"] is not None and e["cka"] is None) or abs(e["cka"] - 1.0) < 1e-5, e
-    moved = {(e["layer"], e["class"]): e["cka"] for e in summary["class_similarity"]
-             if e["b"] == "model.checkpoint=noisy.pth" and e["cka"] is not None}
+        assert (e["note"] is not None and e["cka_unbiased"] is None) or abs(e["cka_unbiased"] - 1.0) < 1e-5, e
+    moved = {(e["layer"], e["class"]): e["cka_unbiased"] for e in summary["class_similarity"]
+             if e["b"] == "model.checkpoint=noisy.pth" and e["cka_unbiased"] is not None}
     assert all(abs(v - 1) < 1e-5 for (layer, _), v in moved.items() if layer == "backbone[0]")
     assert any(v < 1 - 1e-3 for (layer, _), v in moved.items() if layer == "backbone[3]")
     assert "By class" in (sweep / "summary" / "index.html").read_text()

@@ -34,8 +34,8 @@ class Numbers(NamedTuple):
 class Pair:
     """(CKA, change) of one layer, accumulated image by image from (P, C) features of a and b."""
 
-    def __init__(self, unbiased: bool = False) -> None:
-        self.acc = Accumulator()
+    def __init__(self, unbiased: bool = False, linear: bool = True) -> None:
+        self.acc = Accumulator() if linear else None
         self.unbiased_acc = UnbiasedAccumulator() if unbiased else None
         self.diff = self.base = 0.0
         self.pixels = 0
@@ -43,7 +43,8 @@ class Pair:
     def add(self, x: np.ndarray, y: np.ndarray, where: str = "") -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"{where}: {x.shape[0]} pixels against {y.shape[0]}")
-        self.acc.add(x, y)
+        if self.acc is not None:
+            self.acc.add(x, y)
         if self.unbiased_acc is not None:
             self.unbiased_acc.add(x, y)
         self.pixels += x.shape[0]
@@ -54,7 +55,7 @@ class Pair:
 
     def value(self) -> Tuple[Optional[float], Optional[float]]:
         """(CKA, change)."""
-        cka = self.acc.value()
+        cka = self.acc.value() if self.acc is not None else float("nan")
         return (None if math.isnan(cka) else cka), (self.diff / self.base if self.base > 0 else None)
 
     def numbers(self) -> Numbers:
@@ -81,7 +82,9 @@ class ClassNumbers(NamedTuple):
 
 def class_numbers(a: AnySketch, b: AnySketch, layer: str) -> Dict[int, ClassNumbers]:
     """Per ground-truth class present (the baseline's classes under the sampled pixels, else b's): the
-    layer's numbers over that class's pixels of every image. {} when neither sketch holds classes."""
+    layer's unbiased CKA and change over that class's pixels of every image. {} when neither sketch holds
+    classes. Not the plain linear CKA: its upward bias grows as the pixels get fewer, which a class's are
+    (a few per image), and it would sum a C x C matrix per class."""
     pairs: Dict[int, Pair] = {}
     for stem in a.images:
         x, y = a.features(stem, layer), b.features(stem, layer)
@@ -94,7 +97,8 @@ def class_numbers(a: AnySketch, b: AnySketch, layer: str) -> Dict[int, ClassNumb
             if c < 0:
                 continue
             rows = classes == c
-            pairs.setdefault(int(c), Pair(unbiased=True)).add(x[rows], y[rows], f"{layer} on {stem}, class {c}")
+            pair = pairs.setdefault(int(c), Pair(unbiased=True, linear=False))
+            pair.add(x[rows], y[rows], f"{layer} on {stem}, class {c}")
     return {c: ClassNumbers(p.pixels, p.numbers() if p.pixels >= MIN_CLASS_PIXELS else None)
             for c, p in sorted(pairs.items())}
 

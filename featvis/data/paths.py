@@ -54,6 +54,7 @@ def resolve_model_config(spec: str) -> Path:
 # What `auto` stands for (featvis.config.schema): the demo's files apply to the demo model only.
 AUTO = "auto"  # model.checkpoint, image, gt_mask: settled from model.config (checkpoint_for, the schema)
 DEMO_CONFIG = "featvis::configs/demo_pspnet.py"
+DEMO_CONFIGS = (DEMO_CONFIG, "featvis::configs/demo_pspnet_narrow.py")  # model=demo_narrow: half the channels
 DEMO_IMAGES = "featvis::demo/images"
 DEMO_MASKS = "featvis::demo/masks"
 # A real photo for any other model, with no ground truth: Grace Hopper, a US Navy photo in
@@ -67,9 +68,11 @@ def config_stem(spec: str) -> str:
 
 
 def is_demo_config(spec: str) -> bool:
-    """Whether model.config names featvis's shipped demo model (by any of its spellings)."""
+    """Whether model.config names one of featvis's shipped demo models, trained on the demo scenes (by any of
+    its spellings)."""
     try:
-        return Path(resolve_asset(spec)).expanduser().resolve() == Path(resolve_asset(DEMO_CONFIG)).resolve()
+        given = Path(resolve_asset(spec)).expanduser().resolve()
+        return any(given == Path(resolve_asset(demo)).resolve() for demo in DEMO_CONFIGS)
     except OSError:
         return False
 

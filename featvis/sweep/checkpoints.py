@@ -87,7 +87,7 @@ class ClassSimilarity:
     class_id: int
     name: str  # the class's name in the baseline model's dataset_meta (its id when unnamed)
     pixels: int  # sampled pixels of the class over every image
-    cka: Optional[float] = None
+    cka: Optional[float] = None  # always None: per class, only the unbiased estimator (see class_numbers)
     change: Optional[float] = None
     cka_unbiased: Optional[float] = None
     note: Optional[str] = None
@@ -98,7 +98,8 @@ class ClassSimilarity:
                 "note": self.note}
 
     def shown(self, estimator: str) -> Optional[float]:
-        return self.cka_unbiased if estimator == UNBIASED else self.cka
+        """Per class always the unbiased CKA (featvis.compare.pairs.class_numbers says why)."""
+        return self.cka_unbiased
 
 
 @dataclass

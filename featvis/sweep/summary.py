@@ -110,16 +110,16 @@ def checkpoint_pages(sweep_dir: Path, jobs: Sequence[JobRecord], out: Path,
         title = f"{label}: {pair.model_b} ({pair.b}) against {pair.model_a}"
         picture = cka_heatmap(pair.shown(), pair.matrix.rows, pair.matrix.cols, title, label)
         write_atomic(out / pair.file, png_bytes(picture))
-    log.info("checkpoints compared in %.2fs: %d layer(s) x job(s)", comparison.seconds,
-             len(comparison.similarities))
+    log.info("checkpoints compared in %.2fs: %d layer(s) x job(s), %d model(s) against a baseline model",
+             comparison.seconds, len(comparison.similarities), len(comparison.models))
     return pages
 
 
 def write_embeddings(embeddings: Embeddings, out: Path) -> None:
     """A picture per layer: each job's sampled pixels by class, side by side (`embedding_<k>.png`)."""
     for k, (layer, entries) in enumerate(embeddings.layers.items()):
-        panels = [(f"{e.job}\nPC1-2 {100 * e.share:.0f}% var, centroid acc {_acc(e.numbers)}", e.coords, e.classes)
-                  for e in entries]
+        panels = [(f"{e.job}\nPC1-2 {100 * e.share:.0f}% var, balanced centroid acc {_acc(e.numbers)}",
+                   e.coords, e.classes) for e in entries]
         title = f"{layer}: sampled pixels by ground-truth class (each job on its own first two principal components)"
         embeddings.files[layer] = f"embedding_{k}.png"
         write_atomic(out / embeddings.files[layer],
