@@ -118,7 +118,7 @@ def checkpoint_pages(sweep_dir: Path, jobs: Sequence[JobRecord], out: Path,
 def write_embeddings(embeddings: Embeddings, out: Path) -> None:
     """A picture per layer: each job's sampled pixels by class, side by side (`embedding_<k>.png`)."""
     for k, (layer, entries) in enumerate(embeddings.layers.items()):
-        panels = [(f"{e.job}\nPC1-2 {100 * e.share:.0f}% var, balanced centroid acc {_acc(e.numbers)}",
+        panels = [(f"{e.job}\nPC1-2: {100 * e.share:.0f}% of the variance\nclass-centroid accuracy {_acc(e.numbers)}",
                    e.coords, e.classes) for e in entries]
         title = f"{layer}: sampled pixels by ground-truth class (each job on its own first two principal components)"
         embeddings.files[layer] = f"embedding_{k}.png"
