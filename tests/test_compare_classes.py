@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from featvis.compare.cka import Accumulator, UnbiasedAccumulator, linear_cka
 from featvis.compare.pairs import MIN_CLASS_PIXELS, class_numbers, pair_numbers
@@ -212,7 +213,8 @@ def test_separability_is_1_for_classes_apart_and_near_chance_for_shuffled_labels
     assert separability(Pixels(apart, np.zeros(300, int), images)).accuracy is None  # one class: no number
 
 
-def test_the_summary_draws_each_layers_pixels_by_class_with_a_legend(tmp_path):
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_the_summary_draws_each_layers_pixels_by_class_with_a_legend(tmp_path, method):
     sweep = tmp_path / "sweep"
     rng = np.random.default_rng(6)
     classes = np.repeat([0, 2], 32).astype(np.int16)  # class 1 is absent
@@ -221,7 +223,8 @@ def test_the_summary_draws_each_layers_pixels_by_class_with_a_legend(tmp_path):
         feats = {stem: {layer: (rng.normal(size=(64, 16)) + 4 * (classes[:, None] == 2) * (i + 1)).astype(np.float16)
                         for i, layer in enumerate(LAYERS)} for stem in IMAGES}
         _job(sweep, num, name, feats)
-        writer = SketchWriter(pixels=64, seed=0, meta={"classes": ["sky", "grass", "car"], "palette": palette})
+        writer = SketchWriter(pixels=64, seed=0, meta={"classes": ["sky", "grass", "car"], "palette": palette,
+                                                       "embedding": method})
         for stem in IMAGES:
             for layer in LAYERS:
                 writer.add(stem, layer, feats[stem][layer], None)
@@ -241,3 +244,11 @@ def test_the_summary_draws_each_layers_pixels_by_class_with_a_legend(tmp_path):
     assert (0, 255, 0) not in colours  # grass is not in the images: neither drawn nor in the legend
     page = (out / "index.html").read_text()
     assert "Classes in feature space" in page and summary["embeddings"][LAYERS[0]] in page
+    assert summary["embedding_method"] == method
+    assert all((e["pca_variance"] is None) == (method == "tsne") for e in rows.values())
+    first = (out / summary["embeddings"][LAYERS[0]]).read_bytes()
+    from featvis.sweep import embeddings
+
+    embeddings._CACHE.clear()
+    summarize(sweep)  # computed again from the sketches: the same picture (seeded)
+    assert (out / summary["embeddings"][LAYERS[0]]).read_bytes() == first

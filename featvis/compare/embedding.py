@@ -5,7 +5,8 @@ a layer and the ground-truth class under them (pixels without a class left out).
 
 - `project_2d`: the pixels' features on their first two principal components (centred; exact
   or a seeded randomized fit for many pixels and channels; signs fixed so the largest loading
-  is positive): a view of how the classes lie;
+  is positive): a view of how the classes lie; `project_tsne`: scikit-learn's t-SNE of them
+  (seeded, initialised from the PCA, at most TSNE_POINTS points), which pulls clusters apart;
 - `separability`: nearest class-centroid accuracy over the full features, balanced (the mean
   of the classes' recalls, so that a large background does not make it look high), each
   image's pixels classified by centroids fitted on the other images' pixels (leave one image
@@ -77,6 +78,27 @@ def project_2d(features: np.ndarray, iterations: int = 6, oversample: int = 8) -
     if coords.shape[1] < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
     return coords, float((s[:2].astype(np.float64) ** 2).sum() / total)
+
+
+TSNE_POINTS = 2000  # t-SNE's cost grows with the points: a seeded subsample above this
+
+
+def tsne_points(count: int) -> np.ndarray:
+    """The points t-SNE embeds: all, or a seeded subsample of TSNE_POINTS."""
+    if count <= TSNE_POINTS:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(0).choice(count, TSNE_POINTS, replace=False))
+
+
+def project_tsne(features: np.ndarray, perplexity: float = 30.0) -> np.ndarray:
+    """(n, 2) t-SNE coordinates of `features` (n <= TSNE_POINTS: pass `features[tsne_points(N)]`), seeded."""
+    from sklearn.manifold import TSNE  # noqa: PLC0415 - lazy: ~1 s to import, only for compare.embedding=tsne
+
+    n = features.shape[0]
+    if n < 4:
+        return np.zeros((n, 2))
+    tsne = TSNE(n_components=2, init="pca", random_state=0, perplexity=min(perplexity, (n - 1) / 3))
+    return np.asarray(tsne.fit_transform(np.asarray(features, np.float32)), np.float64)
 
 
 @dataclass

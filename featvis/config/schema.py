@@ -55,6 +55,11 @@ class Estimator(Choice):
     unbiased = "unbiased"  # minibatch CKA, an image per minibatch, from the unbiased HSIC (Nguyen et al. 2021)
 
 
+class Embedding(Choice):
+    pca = "pca"  # the first two principal components: exact, fast, the same axes for every point
+    tsne = "tsne"  # scikit-learn's t-SNE (seeded): clusters shown apart, distances between them not kept
+
+
 class NormalizeMode(Choice):
     per_map = "per_map"  # each map's own min and max (MMEngine's behaviour)
     shared = "shared"  # one range per layer over every image of the run
@@ -155,6 +160,7 @@ class CompareConfig:
     # the CKA the summary shows (index, heat map, W&B); summary.json holds both: linear = plain linear CKA
     # over all sampled pixels, unbiased = minibatch CKA from the unbiased HSIC (no upward bias for few pixels)
     estimator: Estimator = Estimator.linear
+    embedding: Embedding = Embedding.pca  # the summary's 2-D view of the pixels by class: pca | tsne
 
 
 @dataclass

@@ -99,6 +99,7 @@ class JobSketches:
                 "checkpoint": cfg.model.checkpoint, "reduction": cfg.reduction.name,
                 "baseline": compare.baseline,  # the sweep summary picks the baseline from here first
                 "estimator": str(getattr(compare.estimator, "value", compare.estimator)),
+                "embedding": str(getattr(compare.embedding, "value", compare.embedding)),
                 "classes": list(classes),  # names of the ground truth's classes (per-class similarity)
                 "palette": [list(map(int, c)) for c in palette]}  # their colours (class embeddings)
         writer = SketchWriter(compare.pixels, compare.seed, meta=meta, stream=Path(staging))

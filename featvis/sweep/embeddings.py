@@ -17,11 +17,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from cachetools import LRUCache
 
-from featvis.compare.embedding import Separability, gather, project_2d, separability
+from featvis.compare.embedding import Separability, gather, project_2d, project_tsne, separability, tsne_points
 from featvis.compare.sketch import open_sketch
 from featvis.sweep.results import JobRecord
 
-_CACHE: "LRUCache[Tuple[Any, str], Optional[JobLayer]]" = LRUCache(maxsize=10_000)  # by the sketch's stamps
+PCA, TSNE = "pca", "tsne"  # compare.embedding
+_CACHE: "LRUCache[Tuple[Any, str, str], Optional[JobLayer]]" = LRUCache(maxsize=10_000)  # by the sketch's stamps
 
 
 @dataclass
@@ -30,9 +31,9 @@ class JobLayer:
 
     job: str
     layer: str
-    coords: np.ndarray  # (N, 2)
-    classes: np.ndarray  # (N,)
-    share: float  # the variance the two components hold
+    coords: np.ndarray  # (N, 2): every pixel (pca), or t-SNE's subsample
+    classes: np.ndarray  # (N,) the classes of those points
+    share: Optional[float]  # the variance the two components hold (pca; None for t-SNE)
     numbers: Separability
 
     def to_json(self) -> Dict[str, Any]:
@@ -49,10 +50,11 @@ class Embeddings:
     names: List[str]
     palette: List[List[int]]
     files: Dict[str, str]  # layer -> its picture in the summary folder (written by the summary)
+    method: str = PCA  # compare.embedding: pca | tsne
 
     def to_json(self) -> Dict[str, Any]:
         return {"class_separability": [entry.to_json() for entries in self.layers.values() for entry in entries],
-                "embeddings": dict(self.files)}
+                "embeddings": dict(self.files), "embedding_method": self.method}
 
 
 def embed(jobs: Sequence[JobRecord], metas: Dict[Any, Dict[str, Any]], paths: Dict[Any, Tuple[Any, ...]],
@@ -60,26 +62,32 @@ def embed(jobs: Sequence[JobRecord], metas: Dict[Any, Dict[str, Any]], paths: Di
     """The embeddings of `jobs` (ok, with a sketch: their metas and files); None when no sketch has classes."""
     layers: Dict[str, List[JobLayer]] = {}
     first: Optional[Dict[str, Any]] = None
+    method = str(next(iter(metas.values()), {}).get("embedding") or PCA) if metas else PCA
     for job in jobs:
         meta = metas[job.dir]
         sketch = None
         for layer in meta["layers"]:
-            key = (stamps(paths[job.dir]), layer)
+            key = (stamps(paths[job.dir]), layer, method)
             if key not in _CACHE:
                 sketch = sketch or open_sketch(paths[job.dir])
-                _CACHE[key] = _one(job.name, sketch, layer)
+                _CACHE[key] = _one(job.name, sketch, layer, method)
             found = _CACHE[key]
             if found is not None:
                 layers.setdefault(layer, []).append(found)
                 first = first or meta
     if first is None:
         return None
-    return Embeddings(layers, list(first.get("classes") or []), [list(c) for c in first.get("palette") or []], {})
+    return Embeddings(layers, list(first.get("classes") or []), [list(c) for c in first.get("palette") or []], {},
+                      method)
 
 
-def _one(name: str, sketch: Any, layer: str) -> Optional[JobLayer]:
+def _one(name: str, sketch: Any, layer: str, method: str) -> Optional[JobLayer]:
     pixels = gather(sketch, layer)
     if pixels is None:
         return None
+    numbers = separability(pixels)  # on every pixel's full features, whatever the view
+    if method == TSNE:
+        chosen = tsne_points(len(pixels.classes))
+        return JobLayer(name, layer, project_tsne(pixels.features[chosen]), pixels.classes[chosen], None, numbers)
     coords, share = project_2d(pixels.features)
-    return JobLayer(name, layer, coords, pixels.classes, share, separability(pixels))
+    return JobLayer(name, layer, coords, pixels.classes, share, numbers)

@@ -118,12 +118,18 @@ def checkpoint_pages(sweep_dir: Path, jobs: Sequence[JobRecord], out: Path,
 def write_embeddings(embeddings: Embeddings, out: Path) -> None:
     """A picture per layer: each job's sampled pixels by class, side by side (`embedding_<k>.png`)."""
     for k, (layer, entries) in enumerate(embeddings.layers.items()):
-        panels = [(f"{e.job}\nPC1-2: {100 * e.share:.0f}% of the variance\nclass-centroid accuracy {_acc(e.numbers)}",
-                   e.coords, e.classes) for e in entries]
-        title = f"{layer}: sampled pixels by ground-truth class (each job on its own first two principal components)"
+        panels = [(f"{e.job}\n{_view(e.share)}\nclass-centroid accuracy {_acc(e.numbers)}", e.coords, e.classes)
+                  for e in entries]
+        how = ("t-SNE of each job's pixels" if embeddings.method == "tsne"
+               else "each job on its own first two principal components")
+        title = f"{layer}: sampled pixels by ground-truth class ({how})"
         embeddings.files[layer] = f"embedding_{k}.png"
         write_atomic(out / embeddings.files[layer],
                      png_bytes(embedding_picture(panels, embeddings.names, embeddings.palette, title)))
+
+
+def _view(share: Optional[float]) -> str:
+    return "t-SNE (seeded)" if share is None else f"PC1-2: {100 * share:.0f}% of the variance"
 
 
 def _acc(numbers: Any) -> str:
