@@ -252,3 +252,24 @@ def test_the_summary_draws_each_layers_pixels_by_class_with_a_legend(tmp_path, m
     embeddings._CACHE.clear()
     summarize(sweep)  # computed again from the sketches: the same picture (seeded)
     assert (out / summary["embeddings"][LAYERS[0]]).read_bytes() == first
+
+
+def test_images_without_ground_truth_are_compared_by_the_baselines_predicted_class(tmp_path):
+    sweep = tmp_path / "sweep"
+    rng = np.random.default_rng(7)
+    predicted = np.repeat([0, 3], 32).astype(np.int16)
+    feats = {stem: {layer: rng.normal(size=(64, 16)).astype(np.float16) for layer in LAYERS} for stem in IMAGES}
+    for num, name in enumerate(["a.pth", "b.pth"]):
+        _job(sweep, num, name, feats)
+        writer = SketchWriter(pixels=64, seed=0, meta={"classes": ["road", "x", "y", "car"]})
+        for stem in IMAGES:
+            for layer in LAYERS:
+                writer.add(stem, layer, feats[stem][layer], None)
+            writer.add_classes(stem, predicted if num == 0 else predicted[::-1], "pred")  # b predicts otherwise
+        writer.write(sweep / str(num) / "featvis")
+    summary = json.loads((summarize(sweep) / "summary.json").read_text())
+    rows = summary["class_similarity"]
+    assert {(e["class"], e["by"]) for e in rows} == {("road", "prediction"), ("car", "prediction")}
+    assert all(abs(e["cka_unbiased"] - 1) < 1e-6 for e in rows)  # the baseline's classes: the same pixels on both sides
+    assert summary["class_separability"] == []  # separability is by ground truth only
+    assert "classes by the baseline&#39;s prediction" in (sweep / "summary" / "index.html").read_text()

@@ -80,17 +80,17 @@ class ClassNumbers(NamedTuple):
     numbers: Optional[Numbers]
 
 
-def class_numbers(a: AnySketch, b: AnySketch, layer: str) -> Dict[int, ClassNumbers]:
-    """Per ground-truth class present (the baseline's classes under the sampled pixels, else b's): the
-    layer's unbiased CKA and change over that class's pixels of every image. {} when neither sketch holds
-    classes. Not the plain linear CKA: its upward bias grows as the pixels get fewer, which a class's are
-    (a few per image), and it would sum a C x C matrix per class."""
+def class_numbers(a: AnySketch, b: AnySketch, layer: str, kind: str = "cls") -> Dict[int, ClassNumbers]:
+    """Per class present (`kind`: the ground truth's, `cls`, or the baseline's prediction, `pred`; under the
+    sampled pixels of a, else b): the layer's unbiased CKA and change over that class's pixels of every
+    image. {} when neither sketch holds classes. Not the plain linear CKA: its upward bias grows as the
+    pixels get fewer, which a class's are (a few per image), and it would sum a C x C matrix per class."""
     pairs: Dict[int, Pair] = {}
     for stem in a.images:
         x, y = a.features(stem, layer), b.features(stem, layer)
-        classes = a.classes(stem)
-        if classes is None:
-            classes = b.classes(stem)
+        classes = a.classes(stem, kind)
+        if classes is None and kind == "cls":
+            classes = b.classes(stem, kind)
         if x is None or y is None or classes is None or len(classes) != x.shape[0]:
             continue
         for c in np.unique(classes):

@@ -9,8 +9,9 @@ For each image and each drawn layer (sub-name, as in the pictures: `backbone[2]`
 - the layer's first reduced map (what is drawn), float16 at the map's own size, for
   difference maps;
 - when the image has ground truth, the class under each position (P,) int16, -1 where
-  none (featvis.record.sampling.classes_at), for per-class similarity; the meta's
-  `classes` names them.
+  none (featvis.record.sampling.classes_at), for per-class similarity; and the model's
+  predicted class under each position, the same way (per-class similarity of images without
+  ground truth); the meta's `classes` names them.
 
 It is written once per job, `<job>/featvis/sketch.npz` (moved into place with the rest of
 the job's results: a failed job leaves none), an npz of plain arrays (no pickle: reading
@@ -71,11 +72,12 @@ class SketchWriter:
         if reduced_map is not None:
             self._put(f"map/{i}/{j}", np.asarray(reduced_map, np.float16))
 
-    def add_classes(self, stem: str, classes: np.ndarray) -> None:
-        """The ground-truth class under each sampled position of image `stem` (P,), -1 where none."""
+    def add_classes(self, stem: str, classes: np.ndarray, kind: str = "cls") -> None:
+        """The ground-truth class (`kind="cls"`) or the predicted one (`"pred"`) under each sampled position of
+        image `stem` (P,), -1 where none."""
         if stem not in self.images:
             self.images.append(stem)
-        self._put(f"cls/{self.images.index(stem)}", np.asarray(classes, np.int16))
+        self._put(f"{kind}/{self.images.index(stem)}", np.asarray(classes, np.int16))
 
     def _put(self, key: str, array: np.ndarray) -> None:
         if self.stream is None:
@@ -148,11 +150,12 @@ class Sketch:
         key = self._key("map", stem, layer)
         return None if key is None else self._arrays[key]
 
-    def classes(self, stem: str) -> Optional[np.ndarray]:
-        """The class under each sampled position of image `stem` (P,), -1 where none; None without ground truth."""
+    def classes(self, stem: str, kind: str = "cls") -> Optional[np.ndarray]:
+        """The ground-truth (`cls`) or predicted (`pred`) class under each sampled position of image `stem`
+        (P,), -1 where none; None when the sketch has none (no ground truth; a sketch older than predictions)."""
         if stem not in self.images:
             return None
-        return self._arrays.get(f"cls/{self.images.index(stem)}")
+        return self._arrays.get(f"{kind}/{self.images.index(stem)}")
 
     def pairs(self, other: "Sketch") -> List[Tuple[str, str]]:
         """(image, layer) both sketches hold features of, in this sketch's order."""
@@ -188,9 +191,9 @@ class ShardedSketch:
         part = self._owner.get(stem)
         return None if part is None else part.map(stem, layer)
 
-    def classes(self, stem: str) -> Optional[np.ndarray]:
+    def classes(self, stem: str, kind: str = "cls") -> Optional[np.ndarray]:
         part = self._owner.get(stem)
-        return None if part is None else part.classes(stem)
+        return None if part is None else part.classes(stem, kind)
 
 
 def open_sketch(paths: Sequence[Path]) -> "Sketch | ShardedSketch":

@@ -153,6 +153,11 @@ class JobSketches:
         if gt is not None and features and self.points is not None:  # the class under each sampled pixel
             arrays["cls"] = classes_at(gt, self.points, recorded.sample.metainfo, IGNORE_INDEX)
             self.writer.add_classes(stem, arrays["cls"])
+        pred = getattr(recorded.sample, "pred_sem_seg", None)
+        if pred is not None and features and self.points is not None:  # the predicted class under each one
+            arrays["pred"] = classes_at(pred.data[0].cpu().numpy(), self.points, recorded.sample.metainfo,
+                                        IGNORE_INDEX)
+            self.writer.add_classes(stem, arrays["pred"], "pred")
         if self.pieces is not None:
             self.pieces.sketch(stem, arrays)
         return recorded
@@ -167,8 +172,9 @@ class JobSketches:
                 features[key[len("feat/"):]] = array
         for layer, array in features.items():
             self.writer.add(done.stem, layer, array, done.sketch.get(f"map/{layer}"))
-        if "cls" in done.sketch:
-            self.writer.add_classes(done.stem, done.sketch["cls"])
+        for kind in ("cls", "pred"):
+            if kind in done.sketch:
+                self.writer.add_classes(done.stem, done.sketch[kind], kind)
         if self.similarity is not None and features:
             self.similarity.add(features)
 

@@ -51,8 +51,10 @@ UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damag
 Stat = Tuple[str, int, int]  # (path, mtime_ns, size): one version of a sketch file
 AnySketch = Union[Sketch, ShardedSketch]
 LINEAR, UNBIASED = "linear", "unbiased"  # compare.estimator: the CKA the summary shows
+GROUND_TRUTH, PREDICTION = "cls", "pred"  # per-class numbers by the images' ground truth, else by the prediction
+BY = {GROUND_TRUTH: "ground_truth", PREDICTION: "prediction"}
 # (baseline file, job file, layer) -> its numbers and its per-class numbers, for the summaries of one sweep
-_PAIRS: "LRUCache[Tuple[Tuple[Stat, ...], Tuple[Stat, ...], str], Tuple[Numbers, Dict[int, ClassNumbers]]]" = \
+_PAIRS: "LRUCache[Tuple[Tuple[Stat, ...], Tuple[Stat, ...], str], Tuple[Numbers, Dict[int, ClassNumbers], str]]" = \
     LRUCache(maxsize=100_000)
 
 
@@ -91,11 +93,12 @@ class ClassSimilarity:
     change: Optional[float] = None
     cka_unbiased: Optional[float] = None
     note: Optional[str] = None
+    by: str = "ground_truth"  # whose classes: the images' ground truth, else the baseline's "prediction"
 
     def to_json(self) -> Dict[str, Any]:
         return {"a": self.a, "b": self.b, "layer": self.layer, "class": self.name, "class_id": self.class_id,
                 "pixels": self.pixels, "cka": self.cka, "change": self.change, "cka_unbiased": self.cka_unbiased,
-                "note": self.note}
+                "note": self.note, "by": self.by}
 
     def shown(self, estimator: str) -> Optional[float]:
         """Per class always the unbiased CKA (featvis.compare.pairs.class_numbers says why)."""
@@ -310,20 +313,25 @@ def _compare_group(group: Group, names: List[str]) -> Tuple[List[Similarity], Li
                     other = open_sketch(path)
                 if layer not in other.layers:
                     continue
-                _PAIRS[keys[layer]] = (pair_numbers(base, other, layer), class_numbers(base, other, layer))
-            numbers, classes = _PAIRS[keys[layer]]
+                kind = GROUND_TRUTH if _has_truth(base) or _has_truth(other) else PREDICTION
+                _PAIRS[keys[layer]] = (pair_numbers(base, other, layer), class_numbers(base, other, layer, kind), kind)
+            numbers, classes, kind = _PAIRS[keys[layer]]
             out.append(Similarity(a=group.baseline.name, b=job.name, layer=layer, cka=numbers.cka,
                                   change=numbers.change, cka_unbiased=numbers.cka_unbiased))
             for class_id, found in classes.items():
                 name = names[class_id] if 0 <= class_id < len(names) else str(class_id)
                 row = ClassSimilarity(a=group.baseline.name, b=job.name, layer=layer, class_id=class_id, name=name,
-                                      pixels=found.pixels)
+                                      pixels=found.pixels, by=BY[kind])
                 if found.numbers is None:
                     row.note = f"too few pixels ({found.pixels} sampled, {MIN_CLASS_PIXELS} needed)"
                 else:
                     row.cka, row.change, row.cka_unbiased = found.numbers
                 per_class.append(row)
     return out, per_class
+
+
+def _has_truth(sketch: AnySketch) -> bool:
+    return any(sketch.classes(stem) is not None for stem in sketch.images)
 
 
 def file_stamps(paths: Sequence[Path]) -> Tuple[Stat, ...]:

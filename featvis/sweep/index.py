@@ -90,6 +90,7 @@ class ClassTable:
 
     job: str  # the compared checkpoint's caption
     baseline: str
+    by: str  # "ground truth", or "the baseline's prediction" (images without ground truth)
     classes: List[str]
     rows: List[Tuple[str, List[str]]]  # (layer, "CKA / change" per class, "few" below the pixels needed)
 
@@ -149,8 +150,9 @@ def class_tables(comparison: Comparison) -> List[ClassTable]:
             rows = [(comparison.row_label(group, layer),
                      [_class_cell(mine.get((layer, name)), comparison.estimator) for name in names])
                     for layer in layers]
+            by = "the baseline's prediction" if next(iter(mine.values())).by == "prediction" else "ground truth"
             tables.append(ClassTable(job=group.labels[job.name], baseline=group.labels[group.baseline.name],
-                                     classes=names, rows=rows))
+                                     by=by, classes=names, rows=rows))
     return tables
 
 
