@@ -18,6 +18,7 @@ import numpy as np
 from featvis.compare.cka import Accumulator, UnbiasedAccumulator
 from featvis.compare.sketch import ShardedSketch, Sketch
 
+LINEAR, UNBIASED = "linear", "unbiased"  # compare.estimator: which CKA a summary shows
 MIN_CLASS_PIXELS = 32  # sampled pixels of a class over all images below which its numbers are not given
 
 AnySketch = Union[Sketch, ShardedSketch]

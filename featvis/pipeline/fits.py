@@ -23,13 +23,24 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from featvis.config.schema import NormalizeMode
+from featvis.data.batches import same_shape_batches
+from featvis.data.images import Sample, iter_loaded
+from featvis.engine.drawer import observe_ranges
+from featvis.engine.session import Session
+from featvis.errors import FittedOnlyError
 from featvis.io import write_atomic
 from featvis.pipeline.resume import digest
+from featvis.reduce.base import Reduction
+from featvis.render.scales import SharedRange
+
+log = logging.getLogger(__name__)
 
 FITS = "featvis_fits"
 RANGES, BASIS = "ranges", "basis"  # what a part holds: normalize's ranges, or pca_rgb's moments
@@ -47,7 +58,8 @@ class ShardFits:
     """The parts of one sharded job's colour scale, one file per shard, in the sweep folder."""
 
     def __init__(self, sweep_dir: Path, config: Mapping[str, Any], shard: int, shards: int, kind: str) -> None:
-        self.folder = Path(sweep_dir) / FITS / unit_key(config)
+        self.sweep_dir = Path(sweep_dir)
+        self.folder = self.sweep_dir / FITS / unit_key(config)
         self.shard, self.shards, self.kind = shard, shards, kind
 
     def _path(self, shard: int) -> Path:
@@ -94,3 +106,65 @@ class ShardFits:
     def stamp(self) -> str:
         """A digest of the parts (for the job's pieces: drawn with this scale)."""
         return digest({str(k): [(s := self._path(k).stat()).st_size, s.st_mtime_ns] for k in range(self.shards)})
+
+
+def whole_split_scale(cfg: Any, reduction: Reduction) -> Optional[str]:
+    """What of the pictures' colours is fitted over all of a job's images: pca_rgb's basis, normalize's range."""
+    if reduction.needs_first_pass(reduction.config):
+        return BASIS
+    if cfg.normalize.mode == NormalizeMode.shared and not reduction.draws_rgb:
+        return RANGES
+    return None
+
+
+def for_shard(cfg: Any, job: Any, resolved: Dict[str, Any], reduction: Reduction) -> Optional[ShardFits]:
+    """The parts of this job's scale when it is a shard of a job whose colours span every image; else None."""
+    kind = whole_split_scale(cfg, reduction)
+    if kind is None or cfg.shard is None or cfg.shards <= 1 or job.sweep_dir is None:
+        return None
+    return ShardFits(job.sweep_dir, resolved, cfg.shard, cfg.shards, kind)
+
+
+def fitted_scale(fits: ShardFits, cfg: Any, session: Session, samples: List[Sample]
+                 ) -> Optional[Dict[str, SharedRange]]:
+    """The whole split's colour scale from every shard's part: normalize's ranges
+    (returned, for the drawer) or pca_rgb's basis (fitted in the session). This shard's part is fitted
+    first if it is not there; FittedOnlyError while another shard's is missing."""
+    parts = fits.parts()
+    if parts is None and not fits.mine():
+        log.info("shard %d of %d: fitting the %s over its %d images (the whole split's scale is merged from "
+                 "every shard's)", cfg.shard, cfg.shards, fits.kind, len(samples))
+        fits.write(_fit_slice(fits.kind, session, samples), len(samples))
+        parts = fits.parts()
+    if parts is None:
+        missing = fits.missing()
+        raise FittedOnlyError(
+            f"shard {cfg.shard} of {cfg.shards} fitted its images' part of the "
+            f"{'PCA basis' if fits.kind == BASIS else 'shared range'}, but shard(s) "
+            f"{', '.join(map(str, missing))} have not yet: launch the same sweep again (the same command, "
+            f"hydra.sweep.dir={fits.sweep_dir}) to draw with the whole split's scale")
+    if fits.kind == BASIS:
+        session.fit_on(parts)
+        log.info("pca_rgb basis fitted on all %d shards' images", cfg.shards)
+        return None
+    ranges: Dict[str, SharedRange] = {}
+    for part in parts:
+        for layer, state in part.items():
+            ranges.setdefault(layer, SharedRange()).merge(state)
+    log.info("normalize.mode=shared: the range of each layer over all %d shards' images", cfg.shards)
+    return ranges
+
+
+def _fit_slice(kind: str, session: Session, samples: List[Sample]) -> PerLayer:
+    """This shard's part of the scale: a pass of the model over its images, nothing drawn."""
+    if kind == BASIS:
+        session.fit(iter_loaded(samples, []))
+        return session.reduction.observed()
+    ranges: Dict[str, SharedRange] = {}
+    try:
+        for batch in same_shape_batches(iter_loaded(samples, []), session.batch_size):
+            for recorded in session.record(batch):
+                observe_ranges(ranges, recorded)
+    finally:
+        session.release()  # hooks off until the job draws
+    return {layer: shared.state() for layer, shared in ranges.items()}

@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import track
@@ -38,10 +37,10 @@ from featvis.data import images as inputs
 from featvis.data.batches import same_shape_batches
 from featvis.data.prefetch import Prefetch
 from featvis.engine import budget as memory
-from featvis.engine.drawer import Drawer, observe_ranges
+from featvis.engine.drawer import Drawer
 from featvis.engine.result import RESULTS_DIR, JobResult
 from featvis.engine.session import Session
-from featvis.errors import FittedOnlyError, SkippedImagesError
+from featvis.errors import SkippedImagesError
 from featvis.model import cache as model_cache
 from featvis.model.load import LoadedModel
 from featvis.pipeline import fits as fits_module
@@ -50,7 +49,6 @@ from featvis.pipeline.fits import ShardFits
 from featvis.pipeline.sketches import JobSketches
 from featvis.record.slide import slide_windows
 from featvis.reduce.base import Reduction
-from featvis.render.scales import SharedRange
 from featvis.stderr import warn
 from featvis.sweep import inputs as sweep_inputs
 from featvis.sweep import manifest, shards, shared_forward
@@ -129,8 +127,8 @@ def _run(cfg: Config, job: JobInfo) -> JobResult:
                                    palette=loaded.dataset_meta.get("palette") or ())
     session.share(extra, sharing, sketches.points)
     samples, plan = _within_memory(cfg, loaded, layers, extra, reduction, samples, problems)
-    fits = _shard_fits(cfg, job, resolved, reduction)  # a sharded job's colour scale over the whole split
-    ranges = _fitted_scale(fits, cfg, session, samples) if fits is not None else None
+    fits = fits_module.for_shard(cfg, job, resolved, reduction)  # a sharded job's scale over the whole split
+    ranges = fits_module.fitted_scale(fits, cfg, session, samples) if fits is not None else None
     key = output_folder.RUN_KEY if job.sweep_dir is None else output_folder.SWEEP_KEY
     with output_folder.hold(job.output_dir, key):  # held for the whole job by featvis.cli; busy: FolderBusyError
         pieces, done = _resume(cfg, job, staging, resolved, samples, reduction, fits)  # or staging cleared
@@ -195,76 +193,11 @@ def _resume(cfg: Config, job: JobInfo, staging: Path, resolved: Dict[str, Any], 
     """A sweep job keeps a piece per image it draws; launched again, the images of its own pieces are kept
     (featvis.pipeline.resume). Not when a picture's colours depend on every image of the job, unless that
     scale was fitted before drawing (a sharded job's, featvis.pipeline.fits)."""
-    whole = _whole_split_scale(cfg, reduction) is not None and fits is None
+    whole = fits_module.whole_split_scale(cfg, reduction) is not None and fits is None
     this = manifest.read(job.sweep_dir) if job.sweep_dir is not None else None
     stamp = dict(resolved, _scale=fits.stamp()) if fits is not None else resolved
     return resume.Pieces.prepare(staging, this.id if this else None, stamp, allowed=not whole,
                                  order=[sample.stem for sample in samples])
-
-
-def _whole_split_scale(cfg: Config, reduction: Reduction) -> Optional[str]:
-    """What of the pictures' colours is fitted over all of a job's images: pca_rgb's basis, normalize's range."""
-    if reduction.needs_first_pass(reduction.config):
-        return fits_module.BASIS
-    if cfg.normalize.mode == NormalizeMode.shared and not reduction.draws_rgb:
-        return fits_module.RANGES
-    return None
-
-
-def _shard_fits(cfg: Config, job: JobInfo, resolved: Dict[str, Any], reduction: Reduction) -> Optional[ShardFits]:
-    kind = _whole_split_scale(cfg, reduction)
-    if kind is None or cfg.shard is None or cfg.shards <= 1 or job.sweep_dir is None:
-        return None
-    return ShardFits(job.sweep_dir, resolved, cfg.shard, cfg.shards, kind)
-
-
-def _fitted_scale(fits: ShardFits, cfg: Config, session: Session, samples: List[inputs.Sample]
-                  ) -> Optional[Dict[str, SharedRange]]:
-    """The whole split's colour scale from every shard's part (featvis.pipeline.fits): normalize's ranges
-    (returned, for the drawer) or pca_rgb's basis (fitted in the session). This shard's part is fitted
-    first if it is not there; FittedOnlyError while another shard's is missing."""
-    parts = fits.parts()
-    if parts is None and not fits.mine():
-        log.info("shard %d of %d: fitting the %s over its %d images (the whole split's scale is merged from "
-                 "every shard's)", cfg.shard, cfg.shards, fits.kind, len(samples))
-        fits.write(_fit_slice(fits.kind, session, samples), len(samples))
-        parts = fits.parts()
-    if parts is None:
-        missing = fits.missing()
-        raise FittedOnlyError(
-            f"shard {cfg.shard} of {cfg.shards} fitted its images' part of the "
-            f"{'PCA basis' if fits.kind == fits_module.BASIS else 'shared range'}, but shard(s) "
-            f"{', '.join(map(str, missing))} have not yet: launch the same sweep again (the same command, "
-            f"hydra.sweep.dir={job_sweep(fits)}) to draw with the whole split's scale")
-    if fits.kind == fits_module.BASIS:
-        session.fit_on(parts)
-        log.info("pca_rgb basis fitted on all %d shards' images", cfg.shards)
-        return None
-    ranges: Dict[str, SharedRange] = {}
-    for part in parts:
-        for layer, state in part.items():
-            ranges.setdefault(layer, SharedRange()).merge(state)
-    log.info("normalize.mode=shared: the range of each layer over all %d shards' images", cfg.shards)
-    return ranges
-
-
-def job_sweep(fits: ShardFits) -> Path:
-    return fits.folder.parent.parent
-
-
-def _fit_slice(kind: str, session: Session, samples: List[inputs.Sample]) -> Dict[str, Dict[str, np.ndarray]]:
-    """This shard's part of the scale: a pass of the model over its images, nothing drawn."""
-    if kind == fits_module.BASIS:
-        session.fit(inputs.iter_loaded(samples, []))
-        return session.reduction.observed()
-    ranges: Dict[str, SharedRange] = {}
-    try:
-        for batch in same_shape_batches(inputs.iter_loaded(samples, []), session.batch_size):
-            for recorded in session.record(batch):
-                observe_ranges(ranges, recorded)
-    finally:
-        session.release()  # hooks off until the job draws
-    return {layer: shared.state() for layer, shared in ranges.items()}
 
 
 def _shard_of(cfg: Config, job: JobInfo, samples: List[inputs.Sample], problems: List[inputs.Problem]

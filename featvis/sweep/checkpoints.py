@@ -36,7 +36,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from cachetools import LRUCache
 
-from featvis.compare.pairs import MIN_CLASS_PIXELS, ClassNumbers, Numbers, class_numbers, pair_numbers
+from featvis.compare.pairs import (
+    LINEAR,
+    MIN_CLASS_PIXELS,
+    UNBIASED,
+    ClassNumbers,
+    Numbers,
+    class_numbers,
+    pair_numbers,
+)
 from featvis.compare.sketch import SKETCH_FILE, ShardedSketch, Sketch, open_sketch
 from featvis.engine.result import RESULTS_DIR
 from featvis.sweep.baseline import column_labels, configured_baseline, group_key, pick_baseline
@@ -50,7 +58,6 @@ UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damag
 
 Stat = Tuple[str, int, int]  # (path, mtime_ns, size): one version of a sketch file
 AnySketch = Union[Sketch, ShardedSketch]
-LINEAR, UNBIASED = "linear", "unbiased"  # compare.estimator: the CKA the summary shows
 GROUND_TRUTH, PREDICTION = "cls", "pred"  # per-class numbers by the images' ground truth, else by the prediction
 BY = {GROUND_TRUTH: "ground_truth", PREDICTION: "prediction"}
 # (baseline file, job file, layer) -> its numbers and its per-class numbers, for the summaries of one sweep
@@ -80,8 +87,9 @@ class Similarity:
 
 @dataclass
 class ClassSimilarity:
-    """One layer of one job against the baseline over the sampled pixels of one ground-truth class:
-    summary.json's class_similarity entries. Below MIN_CLASS_PIXELS pixels: no numbers, `note` says so."""
+    """One layer of one job against the baseline over the sampled pixels of one class (the images' ground
+    truth, else the baseline's prediction): summary.json's class_similarity entries. Below MIN_CLASS_PIXELS
+    pixels: no numbers, `note` says so."""
 
     a: str
     b: str

@@ -23,13 +23,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from cachetools import LRUCache
 
-from featvis.compare.pairs import Matrix, layer_matrix
+from featvis.compare.pairs import UNBIASED, Matrix, layer_matrix
 from featvis.compare.sketch import open_sketch
 from featvis.config.job import PLUMBING
 from featvis.sweep.baseline import configured_baseline, pick_baseline
 from featvis.sweep.results import JobRecord
 
-UNBIASED = "unbiased"
 _MATRICES: "LRUCache[Tuple[Any, ...], Matrix]" = LRUCache(maxsize=10_000)  # by both jobs' file stamps
 
 
