@@ -83,15 +83,9 @@ def project_2d(features: np.ndarray, iterations: int = 6, oversample: int = 8) -
 TSNE_POINTS = 2000  # t-SNE's cost grows with the points: a seeded subsample above this
 
 
-def tsne_points(count: int) -> np.ndarray:
-    """The points t-SNE embeds: all, or a seeded subsample of TSNE_POINTS."""
-    if count <= TSNE_POINTS:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(0).choice(count, TSNE_POINTS, replace=False))
-
-
 def project_tsne(features: np.ndarray, perplexity: float = 30.0) -> np.ndarray:
-    """(n, 2) t-SNE coordinates of `features` (n <= TSNE_POINTS: pass `features[tsne_points(N)]`), seeded."""
+    """(n, 2) t-SNE coordinates of `features` (n <= TSNE_POINTS: pass `features[subsample(N, TSNE_POINTS)]`),
+    seeded."""
     from sklearn.manifold import TSNE  # noqa: PLC0415 - lazy: ~1 s to import, only for compare.embedding=tsne
 
     n = features.shape[0]

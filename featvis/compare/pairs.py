@@ -16,7 +16,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from featvis.compare.cka import Accumulator, UnbiasedAccumulator
-from featvis.compare.sketch import ShardedSketch, Sketch
+from featvis.compare.sketch import TRUTH, ShardedSketch, Sketch
 
 LINEAR, UNBIASED = "linear", "unbiased"  # compare.estimator: which CKA a summary shows
 MIN_CLASS_PIXELS = 32  # sampled pixels of a class over all images below which its numbers are not given
@@ -81,8 +81,8 @@ class ClassNumbers(NamedTuple):
     numbers: Optional[Numbers]
 
 
-def class_numbers(a: AnySketch, b: AnySketch, layer: str, kind: str = "cls") -> Dict[int, ClassNumbers]:
-    """Per class present (`kind`: the ground truth's, `cls`, or the baseline's prediction, `pred`; under the
+def class_numbers(a: AnySketch, b: AnySketch, layer: str, kind: str = TRUTH) -> Dict[int, ClassNumbers]:
+    """Per class present (`kind`: the ground truth's, TRUTH, or the baseline's prediction, PREDICTED; under the
     sampled pixels of a, else b): the layer's unbiased CKA and change over that class's pixels of every
     image. {} when neither sketch holds classes. Not the plain linear CKA: its upward bias grows as the
     pixels get fewer, which a class's are (a few per image), and it would sum a C x C matrix per class."""
@@ -90,7 +90,7 @@ def class_numbers(a: AnySketch, b: AnySketch, layer: str, kind: str = "cls") -> 
     for stem in a.images:
         x, y = a.features(stem, layer), b.features(stem, layer)
         classes = a.classes(stem, kind)
-        if classes is None and kind == "cls":
+        if classes is None and kind == TRUTH:
             classes = b.classes(stem, kind)
         if x is None or y is None or classes is None or len(classes) != x.shape[0]:
             continue

@@ -38,6 +38,7 @@ from featvis.io import write_atomic
 from featvis.record.sampling import positions, sample  # noqa: F401 (the sketch's names for them)
 
 SKETCH_FILE = "sketch.npz"
+TRUTH, PREDICTED = "cls", "pred"  # the classes under the sampled positions: the ground truth's, the prediction's
 VERSION = 1
 
 
@@ -72,9 +73,9 @@ class SketchWriter:
         if reduced_map is not None:
             self._put(f"map/{i}/{j}", np.asarray(reduced_map, np.float16))
 
-    def add_classes(self, stem: str, classes: np.ndarray, kind: str = "cls") -> None:
-        """The ground-truth class (`kind="cls"`) or the predicted one (`"pred"`) under each sampled position of
-        image `stem` (P,), -1 where none."""
+    def add_classes(self, stem: str, classes: np.ndarray, kind: str = TRUTH) -> None:
+        """The ground-truth class (`kind=TRUTH`) or the predicted one (`PREDICTED`) under each sampled position
+        of image `stem` (P,), -1 where none."""
         if stem not in self.images:
             self.images.append(stem)
         self._put(f"{kind}/{self.images.index(stem)}", np.asarray(classes, np.int16))
@@ -150,8 +151,8 @@ class Sketch:
         key = self._key("map", stem, layer)
         return None if key is None else self._arrays[key]
 
-    def classes(self, stem: str, kind: str = "cls") -> Optional[np.ndarray]:
-        """The ground-truth (`cls`) or predicted (`pred`) class under each sampled position of image `stem`
+    def classes(self, stem: str, kind: str = TRUTH) -> Optional[np.ndarray]:
+        """The ground-truth (TRUTH) or predicted (PREDICTED) class under each sampled position of image `stem`
         (P,), -1 where none; None when the sketch has none (no ground truth; a sketch older than predictions)."""
         if stem not in self.images:
             return None
@@ -191,7 +192,7 @@ class ShardedSketch:
         part = self._owner.get(stem)
         return None if part is None else part.map(stem, layer)
 
-    def classes(self, stem: str, kind: str = "cls") -> Optional[np.ndarray]:
+    def classes(self, stem: str, kind: str = TRUTH) -> Optional[np.ndarray]:
         part = self._owner.get(stem)
         return None if part is None else part.classes(stem, kind)
 

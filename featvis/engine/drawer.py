@@ -43,11 +43,9 @@ class Drawer:
         self.style, self.visualizer, self.result = style, visualizer, result
         self.logged = logged  # called with (image, its panel names) once its pictures are in every backend
         self.warned: Set[Tuple[str, str]] = set()  # (layer, problem) pairs already logged
-        self.shared: Optional[Dict[str, SharedRange]] = (
-            {} if style.scale.mode == "shared" else None)  # layer -> its range over the run
-        self._known = ranges is not None  # the ranges over the run are given (shards): nothing to hold
-        if ranges is not None and self.shared is not None:
-            self.shared = dict(ranges)
+        self.shared: Optional[Dict[str, SharedRange]] = (  # layer -> its range over the run
+            None if style.scale.mode != "shared" else {} if ranges is None else dict(ranges))
+        self._hold = self.shared is not None and ranges is None  # the ranges come from every image: hold them
         self._held: List[Recorded] = []  # shared mode: everything, drawn at the end
         self._pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="featvis-draw")
         self._queue: "queue.Queue[Optional[Tuple[Recorded, Future]]]" = queue.Queue(
@@ -62,7 +60,7 @@ class Drawer:
 
     def submit(self, recorded: Recorded) -> None:
         self._raise_worker_error()
-        if self.shared is None or self._known:
+        if not self._hold:
             self._queue.put(self._start(recorded))
             return
         self._held.append(recorded)

@@ -36,7 +36,7 @@ from hydra.core.hydra_config import HydraConfig
 from featvis.backends.encoding import write_png
 from featvis.backends.visualizer import FeatureVisualizer
 from featvis.compare.layers import LayerSimilarity, write_csv
-from featvis.compare.sketch import SketchWriter, positions
+from featvis.compare.sketch import PREDICTED, TRUTH, SketchWriter, positions
 from featvis.config.job import JobInfo
 from featvis.data.masks import IGNORE_INDEX
 from featvis.pipeline.resume import Done, Pieces
@@ -149,15 +149,12 @@ class JobSketches:
                 arrays[f"map/{layer}"] = first
         if self.similarity is not None and features:
             self.similarity.add(features)
-        gt = recorded.item.gt
-        if gt is not None and features and self.points is not None:  # the class under each sampled pixel
-            arrays["cls"] = classes_at(gt, self.points, recorded.sample.metainfo, IGNORE_INDEX)
-            self.writer.add_classes(stem, arrays["cls"])
         pred = getattr(recorded.sample, "pred_sem_seg", None)
-        if pred is not None and features and self.points is not None:  # the predicted class under each one
-            arrays["pred"] = classes_at(pred.data[0].cpu().numpy(), self.points, recorded.sample.metainfo,
-                                        IGNORE_INDEX)
-            self.writer.add_classes(stem, arrays["pred"], "pred")
+        labels = {TRUTH: recorded.item.gt, PREDICTED: None if pred is None else pred.data[0].cpu().numpy()}
+        for kind, label_map in labels.items():  # the class under each sampled pixel: ground truth, prediction
+            if label_map is not None and features and self.points is not None:
+                arrays[kind] = classes_at(label_map, self.points, recorded.sample.metainfo, IGNORE_INDEX)
+                self.writer.add_classes(stem, arrays[kind], kind)
         if self.pieces is not None:
             self.pieces.sketch(stem, arrays)
         return recorded
@@ -172,7 +169,7 @@ class JobSketches:
                 features[key[len("feat/"):]] = array
         for layer, array in features.items():
             self.writer.add(done.stem, layer, array, done.sketch.get(f"map/{layer}"))
-        for kind in ("cls", "pred"):
+        for kind in (TRUTH, PREDICTED):
             if kind in done.sketch:
                 self.writer.add_classes(done.stem, done.sketch[kind], kind)
         if self.similarity is not None and features:

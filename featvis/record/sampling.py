@@ -28,6 +28,13 @@ def sample(feat: torch.Tensor, points: np.ndarray) -> np.ndarray:
     return rows.clamp(-65504, 65504).half().cpu().numpy()  # float16's range: an overflow is no inf
 
 
+def subsample(count: int, limit: int, seed: int = 0) -> np.ndarray:
+    """Indices of `count` items: all of them in order, or a seeded sorted sample of `limit` when there are more."""
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
 def classes_at(gt: np.ndarray, points: np.ndarray, meta: Mapping, ignore_index: int = 255) -> np.ndarray:
     """The ground-truth class under each point (P,) int16, NO_CLASS where there is none.
 

@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from featvis.record.sampling import subsample
+
 Panel = Tuple[str, np.ndarray, np.ndarray]  # (title, (N, 2) coordinates, (N,) classes)
 MAX_POINTS = 4000  # points drawn per panel (a seeded subsample above: the picture, not the numbers)
 
@@ -39,7 +41,7 @@ def embedding_picture(panels: Sequence[Panel], names: Sequence[str], palette: Se
     axes = fig.subplots(1, n, squeeze=False)[0]
     present: List[int] = sorted({int(c) for _, _, classes in panels for c in np.unique(classes)})
     for ax, (name, coords, classes) in zip(axes, panels):
-        shown = _subsample(len(classes))
+        shown = subsample(len(classes), MAX_POINTS)
         pts, cls = coords[shown], classes[shown]
         ax.scatter(pts[:, 0], pts[:, 1], s=4, c=[colour(palette, int(c)) for c in cls], linewidths=0)
         ax.set_title(name, fontsize=8)
@@ -55,8 +57,4 @@ def embedding_picture(panels: Sequence[Panel], names: Sequence[str], palette: Se
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _subsample(count: int) -> np.ndarray:
-    if count <= MAX_POINTS:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(0).choice(count, MAX_POINTS, replace=False))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import yaml
 
@@ -23,10 +23,16 @@ CHECKPOINT_KEY = "model.checkpoint"
 
 def group_key(job: JobRecord) -> str:
     """The job's overrides but its checkpoint and plumbing: jobs with the same key differ in checkpoint only."""
+    return key_without(job, lambda key: key == CHECKPOINT_KEY)
+
+
+def key_without(job: JobRecord, varies: Callable[[str], bool]) -> str:
+    """The job's overrides but those whose key `varies` and the plumbing keys, as one string: jobs with the
+    same one differ in those keys only."""
     kept = []
     for override in job.overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key != CHECKPOINT_KEY and key.split(".")[0] not in PLUMBING:
+        if not varies(key) and key.split(".")[0] not in PLUMBING:
             kept.append(override)
     return ",".join(sorted(kept))
 

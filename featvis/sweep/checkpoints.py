@@ -45,7 +45,7 @@ from featvis.compare.pairs import (
     class_numbers,
     pair_numbers,
 )
-from featvis.compare.sketch import SKETCH_FILE, ShardedSketch, Sketch, open_sketch
+from featvis.compare.sketch import PREDICTED, SKETCH_FILE, TRUTH, ShardedSketch, Sketch, open_sketch
 from featvis.engine.result import RESULTS_DIR
 from featvis.sweep.baseline import column_labels, configured_baseline, group_key, pick_baseline
 from featvis.sweep.embeddings import Embeddings, embed
@@ -58,8 +58,7 @@ UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damag
 
 Stat = Tuple[str, int, int]  # (path, mtime_ns, size): one version of a sketch file
 AnySketch = Union[Sketch, ShardedSketch]
-GROUND_TRUTH, PREDICTION = "cls", "pred"  # per-class numbers by the images' ground truth, else by the prediction
-BY = {GROUND_TRUTH: "ground_truth", PREDICTION: "prediction"}
+BY = {TRUTH: "ground_truth", PREDICTED: "prediction"}  # per-class numbers by the ground truth, else the prediction
 # (baseline file, job file, layer) -> its numbers and its per-class numbers, for the summaries of one sweep
 _PAIRS: "LRUCache[Tuple[Tuple[Stat, ...], Tuple[Stat, ...], str], Tuple[Numbers, Dict[int, ClassNumbers], str]]" = \
     LRUCache(maxsize=100_000)
@@ -159,7 +158,7 @@ class Comparison:
     classes: List[ClassSimilarity] = field(default_factory=list)  # per ground-truth class, when there is one
     models: List[ModelPair] = field(default_factory=list)  # jobs of other model configs against a baseline model
     embeddings: Optional[Embeddings] = None  # sampled pixels by class, per job and layer
-    estimator: str = LINEAR  # the CKA shown (compare.estimator of the first group's baseline)
+    estimator: str = LINEAR  # the CKA shown (compare.estimator as the first sketched job composed it)
     errors: List[str] = field(default_factory=list)  # one line each: a baseline matching no job, a bad file
     seconds: float = 0.0
 
@@ -313,15 +312,16 @@ def _compare_group(group: Group, names: List[str]) -> Tuple[List[Similarity], Li
         stamps = (file_stamps(base_path), file_stamps(path))  # once per job, not per layer
         keys = {layer: (*stamps, layer) for layer in group.layers}
         other: Optional[AnySketch] = None
+        kind = TRUTH  # the classes compared by: the ground truth's when either sketch has it (found once per job)
         for layer in group.layers:
             if keys[layer] not in _PAIRS:
                 if base is None:
                     base = open_sketch(base_path)
                 if other is None:
                     other = open_sketch(path)
+                    kind = TRUTH if _has_truth(base) or _has_truth(other) else PREDICTED
                 if layer not in other.layers:
                     continue
-                kind = GROUND_TRUTH if _has_truth(base) or _has_truth(other) else PREDICTION
                 _PAIRS[keys[layer]] = (pair_numbers(base, other, layer), class_numbers(base, other, layer, kind), kind)
             numbers, classes, kind = _PAIRS[keys[layer]]
             out.append(Similarity(a=group.baseline.name, b=job.name, layer=layer, cka=numbers.cka,

@@ -17,8 +17,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from cachetools import LRUCache
 
-from featvis.compare.embedding import Separability, gather, project_2d, project_tsne, separability, tsne_points
+from featvis.compare.embedding import TSNE_POINTS, Separability, gather, project_2d, project_tsne, separability
 from featvis.compare.sketch import open_sketch
+from featvis.record.sampling import subsample
 from featvis.sweep.results import JobRecord
 
 PCA, TSNE = "pca", "tsne"  # compare.embedding
@@ -62,7 +63,7 @@ def embed(jobs: Sequence[JobRecord], metas: Dict[Any, Dict[str, Any]], paths: Di
     """The embeddings of `jobs` (ok, with a sketch: their metas and files); None when no sketch has classes."""
     layers: Dict[str, List[JobLayer]] = {}
     first: Optional[Dict[str, Any]] = None
-    method = str(next(iter(metas.values()), {}).get("embedding") or PCA) if metas else PCA
+    method = next((str(meta.get("embedding") or PCA) for meta in metas.values()), PCA)  # the first job's
     for job in jobs:
         meta = metas[job.dir]
         sketch = None
@@ -87,7 +88,7 @@ def _one(name: str, sketch: Any, layer: str, method: str) -> Optional[JobLayer]:
         return None
     numbers = separability(pixels)  # on every pixel's full features, whatever the view
     if method == TSNE:
-        chosen = tsne_points(len(pixels.classes))
+        chosen = subsample(len(pixels.classes), TSNE_POINTS)
         return JobLayer(name, layer, project_tsne(pixels.features[chosen]), pixels.classes[chosen], None, numbers)
     coords, share = project_2d(pixels.features)
     return JobLayer(name, layer, coords, pixels.classes, share, numbers)

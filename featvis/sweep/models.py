@@ -25,8 +25,7 @@ from cachetools import LRUCache
 
 from featvis.compare.pairs import UNBIASED, Matrix, layer_matrix
 from featvis.compare.sketch import open_sketch
-from featvis.config.job import PLUMBING
-from featvis.sweep.baseline import configured_baseline, pick_baseline
+from featvis.sweep.baseline import configured_baseline, key_without, pick_baseline
 from featvis.sweep.results import JobRecord
 
 _MATRICES: "LRUCache[Tuple[Any, ...], Matrix]" = LRUCache(maxsize=10_000)  # by both jobs' file stamps
@@ -35,12 +34,7 @@ _MATRICES: "LRUCache[Tuple[Any, ...], Matrix]" = LRUCache(maxsize=10_000)  # by 
 def model_key(job: JobRecord) -> str:
     """The job's overrides but its model (`model`, `model.*`) and plumbing: jobs with the same key differ
     in model (config, checkpoint, options) only."""
-    kept = []
-    for override in job.overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0] not in ("model", *PLUMBING):
-            kept.append(override)
-    return ",".join(sorted(kept))
+    return key_without(job, lambda key: key.split(".")[0] == "model")
 
 
 @dataclass
